@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.support import ServerProcess
+
+ServerFactory = Callable[..., ServerProcess]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerProcess]:
+    """A wshub node with default settings, shared by a test module."""
+    proc = ServerProcess().start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def make_server() -> Iterator[ServerFactory]:
+    """Start wshub nodes with custom flags; all are stopped after the test."""
+    started: list[ServerProcess] = []
+
+    def make(*flags: str, **env: str) -> ServerProcess:
+        proc = ServerProcess(*flags, env=env).start()
+        started.append(proc)
+        return proc
+
+    yield make
+    for proc in started:
+        proc.stop()

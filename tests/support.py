@@ -1,0 +1,159 @@
+"""Shared test machinery: real server processes and a thin client on the `websockets` library."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+ROOT = Path(__file__).resolve().parent.parent
+Frame = dict[str, Any]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class ServerProcess:
+    """A real ``wshub serve`` in its own OS process, on a free port."""
+
+    def __init__(self, *flags: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.flags = flags
+        self.env = env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"wshub-test-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> ServerProcess:
+        cmd = [sys.executable, "-m", "wshub", "serve", "--port", str(self.port), *self.flags]
+        env = {**os.environ, **self.env}
+        env.setdefault("WSHUB_LOG_LEVEL", "warning")
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=ROOT
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"wshub exited early:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(f"{self.http}/healthz", timeout=1) as resp:
+                    if resp.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"wshub did not become healthy:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc is not None:
+            self._log.close()
+
+
+class Client:
+    """A protocol client on the `websockets` library: not wshub's own client."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self._next_id = 0
+        self.welcome: Frame = {}
+
+    async def send(self, frame: Frame | str) -> None:
+        await self.ws.send(frame if isinstance(frame, str) else json.dumps(frame))
+
+    async def recv(self, timeout: float = 5.0) -> Frame:
+        raw = await asyncio.wait_for(self.ws.recv(), timeout)
+        assert isinstance(raw, str), f"expected a text frame, got {raw!r}"
+        frame: Frame = json.loads(raw)
+        return frame
+
+    async def expect(self, kind: str, timeout: float = 5.0) -> Frame:
+        """The next frame, which must be of type ``kind``."""
+        frame = await self.recv(timeout)
+        assert frame["type"] == kind, f"expected {kind}, got {frame}"
+        return frame
+
+    async def request(self, frame: Frame, timeout: float = 5.0) -> Frame:
+        """Send a frame with a fresh id and return the next frame carrying that id."""
+        self._next_id += 1
+        frame = {**frame, "id": self._next_id}
+        await self.send(frame)
+        while True:
+            reply = await self.recv(timeout)
+            if reply.get("id") == self._next_id:
+                return reply
+
+    async def join(self, channel: str, **extra: Any) -> Frame:
+        reply = await self.request({"type": "join", "channel": channel, **extra})
+        assert reply["type"] == "joined", reply
+        return reply
+
+    async def publish(self, channel: str, data: Any) -> Frame:
+        reply = await self.request({"type": "publish", "channel": channel, "data": data})
+        assert reply["type"] == "ack", reply
+        return reply
+
+    async def messages(self, count: int, timeout: float = 10.0) -> list[Frame]:
+        """The next ``count`` ``message`` frames, skipping anything else."""
+        got: list[Frame] = []
+        while len(got) < count:
+            frame = await self.recv(timeout)
+            if frame["type"] == "message":
+                got.append(frame)
+        return got
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+@contextlib.asynccontextmanager
+async def connect(base: str, user: str | None = None, **kwargs: Any) -> AsyncIterator[Client]:
+    url = f"{base}/ws" + (f"?user={user}" if user else "")
+    async with websockets.connect(url, **kwargs) as ws:
+        client = Client(ws)
+        client.welcome = await client.expect("welcome")
+        yield client
+
+
+async def http_get(url: str) -> tuple[int, bytes]:
+    def fetch() -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+
+    return await asyncio.to_thread(fetch)

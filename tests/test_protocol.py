@@ -1,0 +1,270 @@
+"""The protocol layer alone: every client frame, every server frame, every decode error."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from msgspec import UNSET, Raw
+
+from wshub import protocol
+from wshub.protocol import ErrorCode, FrameError, decode_client_frame
+
+
+def decode_error(text: str | bytes) -> FrameError:
+    with pytest.raises(FrameError) as info:
+        decode_client_frame(text)
+    return info.value
+
+
+@pytest.mark.parametrize(
+    ("text", "cls", "fields"),
+    [
+        ('{"type":"join","channel":"chat:lobby"}', protocol.Join, {"channel": "chat:lobby"}),
+        ('{"type":"leave","channel":"a","id":"x"}', protocol.Leave, {"channel": "a", "id": "x"}),
+        ('{"type":"publish","channel":"a","data":null,"id":7}', protocol.Publish, {"id": 7}),
+        ('{"type":"send","to":"bob","data":[1]}', protocol.Send, {"to": "bob"}),
+        ('{"type":"presence","channel":"a"}', protocol.PresenceRequest, {"channel": "a"}),
+        ('{"type":"history","channel":"a","limit":5}', protocol.HistoryRequest, {"limit": 5}),
+        ('{"type":"ping"}', protocol.Ping, {"id": UNSET}),
+        ('{"type":"ping","extra":{"ignored":true}}', protocol.Ping, {}),
+    ],
+)
+def test_each_client_frame_decodes(text: str, cls: type, fields: dict[str, Any]) -> None:
+    frame = decode_client_frame(text)
+    assert isinstance(frame, cls)
+    for name, value in fields.items():
+        assert getattr(frame, name) == value
+
+
+def test_join_keeps_since_and_raw_meta() -> None:
+    frame = decode_client_frame(
+        '{"type":"join","channel":"a","since":{"offset":3,"epoch":"e1"},"meta":{"n": [1,2]}}'
+    )
+    assert isinstance(frame, protocol.Join)
+    assert frame.since == protocol.Since(offset=3, epoch="e1")
+    assert isinstance(frame.meta, Raw)
+    assert json.loads(bytes(frame.meta)) == {"n": [1, 2]}
+
+
+def test_publish_data_is_kept_raw_and_big_numbers_survive() -> None:
+    frame = decode_client_frame('{"type":"publish","channel":"a","data":123456789012345678901234}')
+    assert isinstance(frame, protocol.Publish)
+    assert bytes(frame.data) == b"123456789012345678901234"  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "frame_id"),
+    [
+        ("not json", ErrorCode.BAD_JSON, None),
+        ("", ErrorCode.BAD_JSON, None),
+        ("[1,2]", ErrorCode.BAD_JSON, None),
+        ('"a string"', ErrorCode.BAD_JSON, None),
+        ("null", ErrorCode.BAD_JSON, None),
+        ('{"type":"join","channel":"a"', ErrorCode.BAD_JSON, None),
+        ('{"type":"teleport","id":4}', ErrorCode.UNKNOWN_TYPE, 4),
+        ('{"id":5}', ErrorCode.BAD_REQUEST, 5),
+        ('{"type":7,"id":5}', ErrorCode.BAD_REQUEST, 5),
+        ('{"type":"join","id":6}', ErrorCode.BAD_REQUEST, 6),
+        ('{"type":"join","channel":7,"id":"s"}', ErrorCode.BAD_REQUEST, "s"),
+        ('{"type":"join","channel":"a b","id":1}', ErrorCode.BAD_REQUEST, 1),
+        ('{"type":"join","channel":""}', ErrorCode.BAD_REQUEST, None),
+        ('{"type":"join","channel":"' + "x" * 129 + '"}', ErrorCode.BAD_REQUEST, None),
+        ('{"type":"join","channel":"a\\n"}', ErrorCode.BAD_REQUEST, None),
+        ('{"type":"join","channel":"a\\u0000b"}', ErrorCode.BAD_REQUEST, None),
+        (
+            '{"type":"join","channel":"a","since":{"offset":"1","epoch":"e"}}',
+            ErrorCode.BAD_REQUEST,
+            None,
+        ),
+        (
+            '{"type":"join","channel":"a","since":{"offset":-1,"epoch":"e"}}',
+            ErrorCode.BAD_REQUEST,
+            None,
+        ),
+        ('{"type":"publish","channel":"a","id":2}', ErrorCode.BAD_REQUEST, 2),
+        ('{"type":"send","to":"bob","id":3}', ErrorCode.BAD_REQUEST, 3),
+        ('{"type":"send","to":"no spaces","data":1}', ErrorCode.BAD_REQUEST, None),
+        ('{"type":"history","channel":"a","limit":-1}', ErrorCode.BAD_REQUEST, None),
+        ('{"type":"history","channel":"a","limit":"10"}', ErrorCode.BAD_REQUEST, None),
+        ('{"type":"ping","id":true}', ErrorCode.BAD_REQUEST, None),
+        ('{"type":"ping","id":1.5}', ErrorCode.BAD_REQUEST, None),
+        ('{"type":"ping","id":null}', ErrorCode.BAD_REQUEST, None),
+        ('{"type":"ping","id":[1]}', ErrorCode.BAD_REQUEST, None),
+        ("[" * 5000 + "]" * 5000, ErrorCode.BAD_JSON, None),
+        (
+            '{"type":"publish","channel":"a","data":' + "[" * 5000 + "]" * 5000 + "}",
+            ErrorCode.BAD_JSON,
+            None,
+        ),
+    ],
+)
+def test_bad_frames_get_their_code(text: str, code: ErrorCode, frame_id: object) -> None:
+    err = decode_error(text)
+    assert err.code == code
+    assert err.frame_id == frame_id
+    assert err.message
+
+
+def test_error_messages_name_the_field() -> None:
+    assert '"channel"' in decode_error('{"type":"join","channel":7}').message
+    assert "got int" in decode_error('{"type":"join","channel":7}').message
+    assert '"id"' in decode_error('{"type":"ping","id":true}').message
+    assert '"data"' in decode_error('{"type":"publish","channel":"a"}').message
+
+
+def test_channel_names_and_namespaces() -> None:
+    assert protocol.is_channel_name("chat:lobby")
+    assert protocol.is_channel_name("A-z_0.9:@x")
+    assert protocol.is_channel_name("x" * 128)
+    assert not protocol.is_channel_name("x" * 129)
+    assert not protocol.is_channel_name("")
+    assert not protocol.is_channel_name("a/b")
+    assert not protocol.is_channel_name("$chat")
+    assert protocol.namespace("chat:lobby") == "chat"
+    assert protocol.namespace("lobby") == "lobby"
+    assert protocol.namespace("a:b:c") == "a"
+
+
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        (
+            protocol.Welcome("u", "s", protocol.ServerInfo("wshub", "1"), 20.0),
+            {
+                "type": "welcome",
+                "user": "u",
+                "session": "s",
+                "server": {"name": "wshub", "version": "1"},
+                "heartbeat": 20.0,
+            },
+        ),
+        (
+            protocol.Joined("a", 3, "e", True, id=1),
+            {
+                "type": "joined",
+                "channel": "a",
+                "offset": 3,
+                "epoch": "e",
+                "recovered": True,
+                "id": 1,
+            },
+        ),
+        (protocol.Left("a", id="x"), {"type": "left", "channel": "a", "id": "x"}),
+        (
+            protocol.Ack(id=2, channel="a", offset=9),
+            {"type": "ack", "id": 2, "channel": "a", "offset": 9},
+        ),
+        (protocol.Ack(id=2), {"type": "ack", "id": 2}),
+        (
+            protocol.Message("a", 1, "e", None, Raw(b'{"k":1}'), 5),
+            {
+                "type": "message",
+                "channel": "a",
+                "offset": 1,
+                "epoch": "e",
+                "from": None,
+                "data": {"k": 1},
+                "ts": 5,
+            },
+        ),
+        (
+            protocol.Direct("bob", Raw(b"1"), 5),
+            {"type": "direct", "from": "bob", "data": 1, "ts": 5},
+        ),
+        (
+            protocol.MemberJoined("a", "u", Raw(b"null")),
+            {"type": "member_joined", "channel": "a", "user": "u", "meta": None},
+        ),
+        (
+            protocol.MemberLeft("a", "u", Raw(b"[1]")),
+            {"type": "member_left", "channel": "a", "user": "u", "meta": [1]},
+        ),
+        (
+            protocol.Presence("a", [protocol.Member("u", Raw(b"{}"), 2)], id=3),
+            {
+                "type": "presence",
+                "channel": "a",
+                "members": [{"user": "u", "meta": {}, "connections": 2}],
+                "id": 3,
+            },
+        ),
+        (
+            protocol.History("a", "e", [Raw(b'{"type":"message"}')], id=4),
+            {
+                "type": "history",
+                "channel": "a",
+                "epoch": "e",
+                "messages": [{"type": "message"}],
+                "id": 4,
+            },
+        ),
+        (protocol.Pong(), {"type": "pong"}),
+        (protocol.Error("bad_json", "m"), {"type": "error", "code": "bad_json", "message": "m"}),
+    ],
+)
+def test_each_server_frame_encodes(frame: protocol.ServerFrame, expected: dict[str, Any]) -> None:
+    assert json.loads(protocol.encode(frame)) == expected
+
+
+def test_every_error_code_encodes_with_and_without_id() -> None:
+    for code in ErrorCode:
+        with_id = json.loads(protocol.error(code, "why", 9))
+        assert with_id == {"type": "error", "code": code.value, "message": "why", "id": 9}
+        assert "id" not in json.loads(protocol.error(code, "why"))
+
+
+def test_every_type_is_covered() -> None:
+    assert {
+        "join",
+        "leave",
+        "publish",
+        "send",
+        "presence",
+        "history",
+        "ping",
+    } == protocol.CLIENT_TYPES
+    assert set(protocol.REQUIRED_FIELDS) == protocol.CLIENT_TYPES
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(), st.binary(), json_values.map(lambda v: json.dumps(v))))
+def test_decoder_never_raises_anything_but_frame_error(text: str | bytes) -> None:
+    try:
+        decode_client_frame(text)
+    except FrameError as err:
+        assert err.code in {ErrorCode.BAD_JSON, ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_TYPE}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(sorted(protocol.CLIENT_TYPES))},
+        optional={
+            "id": json_values,
+            "channel": st.one_of(st.text(max_size=140), json_values),
+            "to": st.one_of(st.text(max_size=10), json_values),
+            "data": json_values,
+            "limit": json_values,
+            "since": json_values,
+        },
+    )
+)
+def test_known_types_decode_or_get_bad_request(obj: dict[str, Any]) -> None:
+    try:
+        frame = decode_client_frame(msgspec.json.encode(obj))
+    except FrameError as err:
+        assert err.code == ErrorCode.BAD_REQUEST
+    else:
+        assert frame.__struct_config__.tag == obj["type"]

@@ -1,0 +1,3 @@
+from wshub.cli import main
+
+main()

@@ -1,0 +1,84 @@
+"""The broker seam: what the hub needs from whatever carries messages between nodes.
+
+A broker assigns offsets, keeps history and presence, and hands every publication, event and
+direct message to each node's :class:`BrokerSink` exactly once. The hub fans out locally. The
+in-memory broker is one node's whole world; a shared broker (Redis) spans many nodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from wshub.history import Recovery
+from wshub.publication import Publication
+
+__all__ = ["Broker", "BrokerSink", "BrokerUnavailable", "Member"]
+
+
+class BrokerUnavailable(Exception):
+    """The broker cannot be reached right now; nothing was published. Retry later."""
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One user present in a channel, cluster-wide."""
+
+    user: str
+    meta: bytes
+    connections: int
+
+
+class BrokerSink(Protocol):
+    """What a node exposes to its broker. Called on the event loop; must not block."""
+
+    def deliver(self, pub: Publication) -> None:
+        """A publication in a channel this node subscribed to, in offset order."""
+
+    def deliver_event(self, channel: str, frame: str, exclude_user: str | None) -> None:
+        """An ephemeral frame for a channel's subscribers (presence events, plain chat)."""
+
+    def deliver_direct(self, user: str, frame: str) -> None:
+        """A frame for every local connection of ``user``."""
+
+
+class Broker(Protocol):
+    """The interface every broker implements. Every method may raise BrokerUnavailable."""
+
+    async def start(self, sink: BrokerSink) -> None:
+        """Connect, and from now on hand deliveries to ``sink``."""
+
+    async def close(self) -> None:
+        """Leave the cluster cleanly: this node's presence entries go, connections close."""
+
+    async def subscribe(self, channel: str) -> None:
+        """Start delivering ``channel`` to this node. Deliveries begin before it returns."""
+
+    async def unsubscribe(self, channel: str) -> None:
+        """Stop delivering ``channel`` to this node."""
+
+    async def publish(self, channel: str, data: bytes, sender: str | None) -> Publication:
+        """Assign the next offset, keep it in history, deliver it to every subscribed node."""
+
+    async def recover(self, channel: str, offset: int | None, epoch: str | None) -> Recovery:
+        """The channel's position and, when knowable, what came after ``offset``."""
+
+    async def history(
+        self, channel: str, offset: int | None, epoch: str | None, limit: int
+    ) -> tuple[str, list[Publication]]:
+        """The current epoch and a page of history (see ChannelLog.page)."""
+
+    async def emit(self, channel: str, frame: str, exclude_user: str | None = None) -> None:
+        """Deliver an ephemeral frame to the channel's subscribers on every node."""
+
+    async def send(self, user: str, frame: str) -> None:
+        """Deliver a frame to every connection of ``user`` on every node."""
+
+    async def presence_add(self, channel: str, user: str, session: str, meta: bytes) -> bool:
+        """Record a connection in a channel; True when it is the user's first there."""
+
+    async def presence_remove(self, channel: str, user: str, session: str) -> bytes | None:
+        """Remove a connection; the user's meta when it was their last one there."""
+
+    async def presence(self, channel: str) -> list[Member]:
+        """Everyone in a channel, cluster-wide."""

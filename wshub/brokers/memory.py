@@ -1,0 +1,114 @@
+"""The in-memory broker: one process, no network, the embedded default.
+
+Everything happens synchronously inside each coroutine, so offsets are assigned and
+publications delivered in one step that no other task can interleave with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from wshub.brokers.base import BrokerSink, Member
+from wshub.history import ChannelLog, Recovery
+from wshub.presence import PresenceTable
+from wshub.publication import Publication
+
+__all__ = ["MemoryBroker"]
+
+SWEEP_SECONDS = 60.0
+
+
+class MemoryBroker:
+    """History, presence and delivery for a single node.
+
+    A channel's position (offset and epoch) outlives its history by ``keep_position``
+    seconds of quiet, so a client that saw the last message can resume after a pause. After
+    that, or after a restart, the channel starts a new epoch.
+    """
+
+    def __init__(
+        self, history_size: int = 100, history_ttl: float = 300, keep_position: float = 3600
+    ) -> None:
+        self.history_size = history_size
+        self.history_ttl = history_ttl
+        self.keep_position = max(keep_position, history_ttl)
+        self._logs: dict[str, ChannelLog] = {}
+        self._presence = PresenceTable()
+        self._subscribed: set[str] = set()
+        self._sink: BrokerSink | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self, sink: BrokerSink) -> None:
+        self._sink = sink
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+
+    async def subscribe(self, channel: str) -> None:
+        self._subscribed.add(channel)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._subscribed.discard(channel)
+
+    async def publish(self, channel: str, data: bytes, sender: str | None) -> Publication:
+        log = self._log(channel)
+        pub = log.append(channel, data, sender, int(time.time() * 1000), time.monotonic())
+        if channel in self._subscribed and self._sink is not None:
+            self._sink.deliver(pub)
+        return pub
+
+    async def recover(self, channel: str, offset: int | None, epoch: str | None) -> Recovery:
+        return self._log(channel).recover(offset, epoch, time.monotonic())
+
+    async def history(
+        self, channel: str, offset: int | None, epoch: str | None, limit: int
+    ) -> tuple[str, list[Publication]]:
+        log = self._log(channel)
+        return log.epoch, log.page(offset, epoch, limit, time.monotonic())
+
+    async def emit(self, channel: str, frame: str, exclude_user: str | None = None) -> None:
+        if self._sink is not None:
+            self._sink.deliver_event(channel, frame, exclude_user)
+
+    async def send(self, user: str, frame: str) -> None:
+        if self._sink is not None:
+            self._sink.deliver_direct(user, frame)
+
+    async def presence_add(self, channel: str, user: str, session: str, meta: bytes) -> bool:
+        return self._presence.add(channel, user, session, meta)
+
+    async def presence_remove(self, channel: str, user: str, session: str) -> bytes | None:
+        return self._presence.remove(channel, user, session)
+
+    async def presence(self, channel: str) -> list[Member]:
+        return [Member(m.user, m.meta, len(m.sessions)) for m in self._presence.members(channel)]
+
+    def _log(self, channel: str) -> ChannelLog:
+        log = self._logs.get(channel)
+        if log is None:
+            log = self._logs[channel] = ChannelLog(self.history_size, self.history_ttl)
+            log.last_active = time.monotonic()
+        return log
+
+    def sweep(self, now: float) -> int:
+        """Forget quiet channels nobody is subscribed to; returns how many were forgotten."""
+        idle = [
+            name
+            for name, log in self._logs.items()
+            if name not in self._subscribed and log.idle(now, self.keep_position)
+        ]
+        for name in idle:
+            del self._logs[name]
+        return len(idle)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            self.sweep(time.monotonic())

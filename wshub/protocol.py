@@ -1,0 +1,413 @@
+"""The wire protocol: client frames in, server frames out. Pure: no I/O.
+
+Every frame is one JSON object in a text frame. Client frames are decoded in one pass by
+msgspec against the structs below, which are also the single source for the AsyncAPI
+document, so the description cannot drift from what the server accepts.
+
+``data`` and ``meta`` stay as raw JSON (``msgspec.Raw``): the hub never needs to look inside
+a publication, so it is neither decoded into Python objects nor encoded again. A message is
+encoded once, whatever the number of its subscribers.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Final, NewType
+
+import msgspec
+from msgspec import UNSET, Meta, Raw, Struct, UnsetType
+
+__all__ = [
+    "CHANNEL_PATTERN",
+    "USER_PATTERN",
+    "ChannelName",
+    "ClientFrame",
+    "CloseCode",
+    "ErrorCode",
+    "FrameError",
+    "Since",
+    "UserId",
+    "decode_client_frame",
+    "encode",
+    "is_channel_name",
+    "is_user_id",
+    "namespace",
+]
+
+UserId = NewType("UserId", str)
+SessionId = NewType("SessionId", str)
+ChannelName = NewType("ChannelName", str)
+
+CHANNEL_PATTERN: Final = r"^[A-Za-z0-9_\-.:@]{1,128}$"
+# A user id must fit in the channel name ``user:<id>``, so it is shorter than a channel name.
+USER_PATTERN: Final = r"^[A-Za-z0-9_\-.:@]{1,100}$"
+# fullmatch, not the anchored pattern: ``$`` would also match before a trailing newline.
+_CHANNEL_RE: Final = re.compile(CHANNEL_PATTERN[1:-1])
+_USER_RE: Final = re.compile(USER_PATTERN[1:-1])
+
+
+def is_channel_name(name: str) -> bool:
+    return _CHANNEL_RE.fullmatch(name) is not None
+
+
+def is_user_id(user: str) -> bool:
+    return _USER_RE.fullmatch(user) is not None
+
+
+def namespace(channel: str) -> str:
+    """The part before the first ``:``, which permissions are written against."""
+    return channel.partition(":")[0]
+
+
+class ErrorCode(StrEnum):
+    BAD_JSON = "bad_json"
+    BAD_FRAME = "bad_frame"
+    BAD_REQUEST = "bad_request"
+    UNKNOWN_TYPE = "unknown_type"
+    FORBIDDEN = "forbidden"
+    NOT_JOINED = "not_joined"
+    TOO_LARGE = "too_large"
+    RATE_LIMITED = "rate_limited"
+    LIMIT = "limit"
+    UNAVAILABLE = "unavailable"
+    INTERNAL = "internal"
+
+
+class CloseCode:
+    NORMAL: Final = 1000
+    GOING_AWAY: Final = 1001
+    POLICY_VIOLATION: Final = 1008
+    TOO_BIG: Final = 1009
+    INTERNAL_ERROR: Final = 1011
+    TOKEN_EXPIRED: Final = 4001
+    SLOW_CONSUMER: Final = 4008
+
+
+Channel = Annotated[str, Meta(min_length=1, max_length=128, pattern=CHANNEL_PATTERN)]
+User = Annotated[str, Meta(min_length=1, max_length=100, pattern=USER_PATTERN)]
+FrameId = int | str
+Offset = Annotated[int, Meta(ge=0)]
+
+
+# --- client frames ---------------------------------------------------------------------------
+
+
+class Since(Struct, forbid_unknown_fields=False):
+    """A position in a channel's history: the last offset seen, in the epoch it was seen in."""
+
+    offset: Offset
+    epoch: str
+
+
+class _ClientFrame(Struct, tag_field="type"):
+    id: FrameId | UnsetType = UNSET
+
+
+class Join(_ClientFrame, tag="join"):
+    channel: Channel = ""
+    since: Since | UnsetType = UNSET
+    meta: Raw | UnsetType = UNSET
+
+
+class Leave(_ClientFrame, tag="leave"):
+    channel: Channel = ""
+
+
+class Publish(_ClientFrame, tag="publish"):
+    channel: Channel = ""
+    data: Raw | UnsetType = UNSET
+
+
+class Send(_ClientFrame, tag="send"):
+    to: User = ""
+    data: Raw | UnsetType = UNSET
+
+
+class PresenceRequest(_ClientFrame, tag="presence"):
+    channel: Channel = ""
+
+
+class HistoryRequest(_ClientFrame, tag="history"):
+    channel: Channel = ""
+    since: Since | UnsetType = UNSET
+    limit: Annotated[int, Meta(ge=0)] = 100
+
+
+class Ping(_ClientFrame, tag="ping"):
+    pass
+
+
+ClientFrame = Join | Leave | Publish | Send | PresenceRequest | HistoryRequest | Ping
+CLIENT_FRAMES: Final[tuple[type[_ClientFrame], ...]] = (
+    Join,
+    Leave,
+    Publish,
+    Send,
+    PresenceRequest,
+    HistoryRequest,
+    Ping,
+)
+CLIENT_TYPES: Final = frozenset(str(f.__struct_config__.tag) for f in CLIENT_FRAMES)
+# Fields that the structs give a placeholder default so that a frame missing them still
+# decodes far enough to be answered with its ``id``; they are required on the wire.
+REQUIRED_FIELDS: Final[dict[str, tuple[str, ...]]] = {
+    "join": ("channel",),
+    "leave": ("channel",),
+    "publish": ("channel", "data"),
+    "send": ("to", "data"),
+    "presence": ("channel",),
+    "history": ("channel",),
+    "ping": (),
+}
+
+_decoder: Final = msgspec.json.Decoder(ClientFrame)
+_lenient_decoder: Final = msgspec.json.Decoder()
+
+
+class FrameError(Exception):
+    """A client frame that cannot be served. Carries what the ``error`` reply needs."""
+
+    def __init__(self, code: ErrorCode, message: str, frame_id: FrameId | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.frame_id = frame_id
+
+
+def decode_client_frame(text: str | bytes) -> ClientFrame:
+    """Decode and validate one client frame, or raise :class:`FrameError`.
+
+    The fast path is one msgspec pass. Only a frame that fails it is decoded a second time,
+    leniently, to find its ``id`` and tell ``bad_json`` from ``unknown_type`` and
+    ``bad_request``; bad input costs more than good input, never the reverse.
+    """
+    try:
+        frame: ClientFrame = _decoder.decode(text)
+    except msgspec.ValidationError as exc:
+        raise _explain(text, str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise FrameError(ErrorCode.BAD_JSON, f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise FrameError(ErrorCode.BAD_JSON, "JSON nested too deeply") from None
+    tag = frame.__struct_config__.tag
+    assert isinstance(tag, str)
+    for field in REQUIRED_FIELDS[tag]:
+        if getattr(frame, field) in ("", UNSET):
+            raise FrameError(
+                ErrorCode.BAD_REQUEST, f'"{tag}" requires the field "{field}"', _id_of(frame)
+            )
+    channel = getattr(frame, "channel", None)
+    # The struct's pattern check lets a trailing newline through (``$``); fullmatch does not.
+    if channel is not None and not is_channel_name(channel):
+        raise FrameError(ErrorCode.BAD_REQUEST, f"invalid channel name {channel!r}", _id_of(frame))
+    if isinstance(frame, Send) and not is_user_id(frame.to):
+        raise FrameError(ErrorCode.BAD_REQUEST, f"invalid user id {frame.to!r}", _id_of(frame))
+    return frame
+
+
+def _id_of(frame: ClientFrame) -> FrameId | None:
+    return None if frame.id is UNSET else frame.id
+
+
+def _explain(text: str | bytes, detail: str) -> FrameError:
+    """Turn a msgspec validation failure into the error code the protocol names."""
+    try:
+        obj = _lenient_decoder.decode(text)
+    except (msgspec.DecodeError, RecursionError):  # pragma: no cover - the strict pass parsed it
+        return FrameError(ErrorCode.BAD_JSON, "not valid JSON")
+    if not isinstance(obj, dict):
+        return FrameError(ErrorCode.BAD_JSON, f"expected a JSON object, got {_json_type(obj)}")
+    frame_id = obj.get("id")
+    if "id" in obj and (not isinstance(frame_id, int | str) or isinstance(frame_id, bool)):
+        return FrameError(
+            ErrorCode.BAD_REQUEST,
+            f'expected "id" to be an integer or a string, got {_json_type(frame_id)}',
+        )
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        what = "missing" if kind is None else _json_type(kind)
+        return FrameError(
+            ErrorCode.BAD_REQUEST, f'expected "type" to be a string, got {what}', frame_id
+        )
+    if kind not in CLIENT_TYPES:
+        return FrameError(ErrorCode.UNKNOWN_TYPE, f"unknown frame type {kind!r}", frame_id)
+    return FrameError(ErrorCode.BAD_REQUEST, f"invalid {kind!r} frame: {_reword(detail)}", frame_id)
+
+
+_MSGSPEC_DETAIL: Final = re.compile(r"^(?P<what>.*?)(?: - at `\$\.(?P<path>[^`]*)`)?$", re.S)
+
+
+def _reword(detail: str) -> str:
+    """msgspec's "Expected `str`, got `int` - at `$.channel`" as 'expected "channel" ...'."""
+    match = _MSGSPEC_DETAIL.match(detail)
+    if match is None or match["path"] is None:  # pragma: no cover - msgspec always matches
+        return detail
+    what, path = match["what"], match["path"]
+    if path == "channel" and "regex" in what:
+        return '"channel" must be 1 to 128 of A-Z a-z 0-9 _ - . : @'
+    if path == "to" and "regex" in what:
+        return '"to" must be a user id: 1 to 100 of A-Z a-z 0-9 _ - . : @'
+    what = what.replace("`", "")
+    return f'"{path}": {what[:1].lower()}{what[1:]}'
+
+
+def _json_type(value: object) -> str:
+    match value:
+        case None:
+            return "null"
+        case bool():
+            return "boolean"
+        case int() | float():
+            return "number"
+        case str():
+            return "string"
+        case list():
+            return "array"
+        case _:
+            return "object"
+
+
+# --- server frames ---------------------------------------------------------------------------
+
+
+class ServerInfo(Struct):
+    name: str
+    version: str
+
+
+class Welcome(Struct, tag="welcome", tag_field="type"):
+    user: str
+    session: str
+    server: ServerInfo
+    heartbeat: float
+
+
+class Joined(Struct, tag="joined", tag_field="type"):
+    channel: str
+    offset: int
+    epoch: str
+    recovered: bool
+    id: FrameId | UnsetType = UNSET
+
+
+class Left(Struct, tag="left", tag_field="type"):
+    channel: str
+    id: FrameId | UnsetType = UNSET
+
+
+class Ack(Struct, tag="ack", tag_field="type"):
+    id: FrameId | UnsetType = UNSET
+    channel: str | UnsetType = UNSET
+    offset: int | UnsetType = UNSET
+
+
+class Message(Struct, tag="message", tag_field="type"):
+    channel: str
+    offset: int
+    epoch: str
+    from_: str | None = msgspec.field(name="from")
+    data: Raw | Any = None
+    ts: int = 0
+
+
+class Direct(Struct, tag="direct", tag_field="type"):
+    from_: str | None = msgspec.field(name="from")
+    data: Raw | Any = None
+    ts: int = 0
+
+
+class MemberJoined(Struct, tag="member_joined", tag_field="type"):
+    channel: str
+    user: str
+    meta: Raw | Any = None
+
+
+class MemberLeft(Struct, tag="member_left", tag_field="type"):
+    channel: str
+    user: str
+    meta: Raw | Any = None
+
+
+class Member(Struct):
+    user: str
+    meta: Raw | Any
+    connections: int
+
+
+class Presence(Struct, tag="presence", tag_field="type"):
+    channel: str
+    members: list[Member]
+    id: FrameId | UnsetType = UNSET
+
+
+class History(Struct, tag="history", tag_field="type"):
+    channel: str
+    epoch: str
+    messages: list[Raw]
+    id: FrameId | UnsetType = UNSET
+
+
+class Pong(Struct, tag="pong", tag_field="type"):
+    id: FrameId | UnsetType = UNSET
+
+
+class Error(Struct, tag="error", tag_field="type"):
+    code: str
+    message: str
+    id: FrameId | UnsetType = UNSET
+
+
+ServerFrame = (
+    Welcome
+    | Joined
+    | Left
+    | Ack
+    | Message
+    | Direct
+    | MemberJoined
+    | MemberLeft
+    | Presence
+    | History
+    | Pong
+    | Error
+)
+SERVER_FRAMES: Final[tuple[type[Struct], ...]] = (
+    Welcome,
+    Joined,
+    Left,
+    Ack,
+    Message,
+    Direct,
+    MemberJoined,
+    MemberLeft,
+    Presence,
+    History,
+    Pong,
+    Error,
+)
+NULL: Final = Raw(b"null")
+
+_encoder: Final = msgspec.json.Encoder()
+
+
+def encode(frame: ServerFrame) -> str:
+    """Encode a server frame to the text that goes on the wire."""
+    return _encoder.encode(frame).decode()
+
+
+def reply_id(frame_id: FrameId | None) -> FrameId | UnsetType:
+    """The ``id`` field of a reply: absent when the request carried none."""
+    return UNSET if frame_id is None else frame_id
+
+
+def error(code: ErrorCode, message: str, frame_id: FrameId | None = None) -> str:
+    return encode(Error(code=code.value, message=message, id=reply_id(frame_id)))
+
+
+def error_from(exc: FrameError) -> str:
+    return error(exc.code, exc.message, exc.frame_id)
+
+
+def frame_id(frame: ClientFrame) -> FrameId | None:
+    return _id_of(frame)

@@ -1,0 +1,49 @@
+"""One message published to a channel, with the position a broker gave it."""
+
+from __future__ import annotations
+
+from msgspec import Raw
+
+from wshub import protocol
+
+__all__ = ["Publication"]
+
+
+class Publication:
+    """A channel message with its offset and epoch.
+
+    ``data`` is the raw JSON the publisher sent. ``frame`` is the ``message`` frame, encoded
+    on first use and then shared by every subscriber, every history reply and every recovery.
+    """
+
+    __slots__ = ("_frame", "channel", "data", "epoch", "offset", "sender", "ts")
+
+    def __init__(
+        self, channel: str, offset: int, epoch: str, sender: str | None, data: bytes, ts: int
+    ) -> None:
+        self.channel = channel
+        self.offset = offset
+        self.epoch = epoch
+        self.sender = sender
+        self.data = data
+        self.ts = ts
+        self._frame: str | None = None
+
+    @property
+    def frame(self) -> str:
+        frame = self._frame
+        if frame is None:
+            frame = self._frame = protocol.encode(
+                protocol.Message(
+                    channel=self.channel,
+                    offset=self.offset,
+                    epoch=self.epoch,
+                    from_=self.sender,
+                    data=Raw(self.data),
+                    ts=self.ts,
+                )
+            )
+        return frame
+
+    def __repr__(self) -> str:
+        return f"Publication({self.channel!r}, offset={self.offset}, epoch={self.epoch!r})"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -90,11 +91,18 @@ class Client:
         self.ws = ws
         self._next_id = 0
         self.welcome: Frame = {}
+        self._backlog: collections.deque[Frame] = collections.deque()
 
     async def send(self, frame: Frame | str) -> None:
         await self.ws.send(frame if isinstance(frame, str) else json.dumps(frame))
 
     async def recv(self, timeout: float = 5.0) -> Frame:
+        """The next frame, including frames that :meth:`request` passed over."""
+        if self._backlog:
+            return self._backlog.popleft()
+        return await self._read(timeout)
+
+    async def _read(self, timeout: float) -> Frame:
         raw = await asyncio.wait_for(self.ws.recv(), timeout)
         assert isinstance(raw, str), f"expected a text frame, got {raw!r}"
         frame: Frame = json.loads(raw)
@@ -107,14 +115,18 @@ class Client:
         return frame
 
     async def request(self, frame: Frame, timeout: float = 5.0) -> Frame:
-        """Send a frame with a fresh id and return the next frame carrying that id."""
+        """Send a frame with a fresh id and return the reply carrying that id.
+
+        Frames that arrive before the reply are kept for :meth:`recv`.
+        """
         self._next_id += 1
         frame = {**frame, "id": self._next_id}
         await self.send(frame)
         while True:
-            reply = await self.recv(timeout)
+            reply = await self._read(timeout)
             if reply.get("id") == self._next_id:
                 return reply
+            self._backlog.append(reply)
 
     async def join(self, channel: str, **extra: Any) -> Frame:
         reply = await self.request({"type": "join", "channel": channel, **extra})

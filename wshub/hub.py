@@ -112,6 +112,8 @@ class Hub:
         self._start_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._router: APIRouter | None = None
+        self.clock: Callable[[], float] = time.monotonic
+        """The clock for rate limits; tests replace it."""
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -195,7 +197,7 @@ class Hub:
     def connect(self, user: str, link: Link, kind: str = "ws") -> Connection:
         """Create and register a connection for an admitted user, with its writer started."""
         s = self.settings
-        rate = RateLimiter(s.rate_limit, time.monotonic()) if s.rate_limit > 0 else None
+        rate = RateLimiter(s.rate_limit, self.clock()) if s.rate_limit > 0 else None
         session = secrets.token_hex(8)
         conn = Connection(session, user, link, s.queue_size, self._on_overflow, rate, kind)
         self._attached[conn] = None
@@ -282,7 +284,7 @@ class Hub:
         rate = conn.rate
         if rate is None:
             return True
-        now = time.monotonic()
+        now = self.clock()
         if rate.allow(now):
             return True
         if rate.abusive(now):

@@ -1,0 +1,294 @@
+"""The hub with in-memory links: no sockets, every reply and event checked as JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from wshub import Hub, Settings
+from wshub.brokers import BrokerUnavailable
+from wshub.brokers.memory import MemoryBroker
+from wshub.connection import Connection
+from wshub.publication import Publication
+
+
+class FakeLink:
+    """Records what a connection writes; ``gate`` cleared means the peer stopped reading."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.closed: tuple[int, str] | None = None
+        self.dropped: tuple[int, str] | None = None
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def send_text(self, text: str) -> None:
+        await self.gate.wait()
+        self.sent.append(json.loads(text))
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+    def drop(self, code: int, reason: str) -> None:
+        self.dropped = (code, reason)
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [f for f in self.sent if f["type"] == kind]
+
+
+async def settle() -> None:
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+class Peer:
+    def __init__(self, hub: Hub, user: str) -> None:
+        self.hub = hub
+        self.link = FakeLink()
+        self.conn: Connection = hub.connect(user, self.link)
+
+    async def say(self, frame: dict[str, Any] | str) -> dict[str, Any]:
+        """Send a frame and return the last frame written after it."""
+        before = len(self.link.sent)
+        text = frame if isinstance(frame, str) else json.dumps(frame)
+        await self.hub.handle_text(self.conn, text)
+        await settle()
+        assert len(self.link.sent) > before, "no reply"
+        return self.link.sent[-1]
+
+
+@pytest.fixture
+async def hub() -> Any:
+    h = Hub("memory://", Settings(queue_size=8, max_channels=2))
+    await h.start()
+    yield h
+    await h.stop()
+
+
+async def test_publish_fans_out_once_encoded(hub: Hub) -> None:
+    a, b, c = Peer(hub, "a"), Peer(hub, "b"), Peer(hub, "c")
+    for p in (a, b):
+        await p.say({"type": "join", "channel": "room"})
+    ack = await c.say({"type": "publish", "channel": "room", "data": {"x": 1}, "id": 1})
+    assert ack == {"type": "ack", "id": 1, "channel": "room", "offset": 1}
+    assert a.link.of_type("message") == b.link.of_type("message")
+    assert a.link.of_type("message")[0]["from"] == "c"
+    assert c.link.of_type("message") == []  # not joined: no copy for the publisher
+
+
+async def test_encoded_once_per_publication(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    peers = [Peer(hub, f"u{i}") for i in range(5)]
+    for p in peers:
+        await p.say({"type": "join", "channel": "room"})
+    frames: list[str] = []
+    original = Publication.frame.fget
+    assert original is not None
+
+    def spy(self: Publication) -> str:
+        first = self._frame is None
+        value: str = original(self)
+        if first:
+            frames.append(value)
+        return value
+
+    monkeypatch.setattr(Publication, "frame", property(spy))
+    await peers[0].say({"type": "publish", "channel": "room", "data": 1})
+    assert len(frames) == 1
+    assert all(len(p.link.of_type("message")) == 1 for p in peers)
+
+
+async def test_member_events_and_presence(hub: Hub) -> None:
+    a, b = Peer(hub, "a"), Peer(hub, "b")
+    b2 = Peer(hub, "b")
+    await a.say({"type": "join", "channel": "room", "meta": {"v": 1}})
+    await b.say({"type": "join", "channel": "room", "meta": {"v": 2}})
+    await b2.say({"type": "join", "channel": "room", "meta": {"v": 3}})
+    assert a.link.of_type("member_joined") == [
+        {"type": "member_joined", "channel": "room", "user": "b", "meta": {"v": 2}}
+    ]
+    assert b.link.of_type("member_joined") == [] == b2.link.of_type("member_joined")
+    presence = await a.say({"type": "presence", "channel": "room", "id": 9})
+    assert presence["members"] == [
+        {"user": "a", "meta": {"v": 1}, "connections": 1},
+        {"user": "b", "meta": {"v": 3}, "connections": 2},
+    ]
+    await b.say({"type": "leave", "channel": "room"})
+    assert a.link.of_type("member_left") == []
+    await hub.disconnect(b2.conn)
+    assert a.link.of_type("member_left") == [
+        {"type": "member_left", "channel": "room", "user": "b", "meta": {"v": 3}}
+    ]
+
+
+async def test_direct_reaches_every_connection_of_the_user(hub: Hub) -> None:
+    a, b1, b2 = Peer(hub, "a"), Peer(hub, "b"), Peer(hub, "b")
+    assert await a.say({"type": "send", "to": "b", "data": "hi", "id": 1}) == {
+        "type": "ack",
+        "id": 1,
+    }
+    for p in (b1, b2):
+        (direct,) = p.link.of_type("direct")
+        assert (direct["from"], direct["data"]) == ("a", "hi")
+    assert await a.say({"type": "send", "to": "nobody", "data": 1, "id": 2}) == {
+        "type": "ack",
+        "id": 2,
+    }
+
+
+async def test_errors_not_joined_limit_too_large(hub: Hub) -> None:
+    a = Peer(hub, "a")
+    assert (await a.say({"type": "leave", "channel": "x", "id": 1}))["code"] == "not_joined"
+    await a.say({"type": "join", "channel": "one"})
+    await a.say({"type": "join", "channel": "two"})
+    again = await a.say({"type": "join", "channel": "two", "id": 2})
+    assert again["type"] == "joined"  # a repeated join counts once
+    assert (await a.say({"type": "join", "channel": "three", "id": 3}))["code"] == "limit"
+    big = json.dumps({"type": "publish", "channel": "one", "data": "x" * 70_000})
+    assert (await a.say(big))["code"] == "too_large"
+    wide = json.dumps({"type": "publish", "channel": "one", "data": "é" * 40_000})
+    assert (await a.say(wide))["code"] == "too_large"  # 40k characters, 80k bytes
+    assert (await a.say({"type": "ping", "id": 4})) == {"type": "pong", "id": 4}
+
+
+async def test_slow_consumer_is_dropped_and_leaves_presence(hub: Hub) -> None:
+    fast, slow, watcher = Peer(hub, "fast"), Peer(hub, "slow"), Peer(hub, "watcher")
+    for p in (fast, slow, watcher):
+        await p.say({"type": "join", "channel": "room"})
+    slow.link.gate.clear()  # stops reading
+    for i in range(30):
+        await hub.publish("room", i)
+        await settle()
+    assert slow.link.dropped == (4008, "slow consumer")
+    assert slow.conn.closed
+    assert [m["data"] for m in fast.link.of_type("message")] == list(range(30))
+    left = watcher.link.of_type("member_left")
+    assert [e["user"] for e in left] == ["slow"]
+    presence = await watcher.say({"type": "presence", "channel": "room", "id": 1})
+    assert {m["user"] for m in presence["members"]} == {"fast", "watcher"}
+
+
+async def test_authorize_hook_forbids() -> None:
+    async def authorize(user: str, action: str, channel: str) -> bool:
+        return channel.startswith(f"{user}:") or (action == "join" and channel == "public")
+
+    hub = Hub(authorize=authorize)
+    await hub.start()
+    a = Peer(hub, "a")
+    assert (await a.say({"type": "join", "channel": "a:x", "id": 1}))["type"] == "joined"
+    assert (await a.say({"type": "join", "channel": "public", "id": 2}))["type"] == "joined"
+    for frame in (
+        {"type": "join", "channel": "b:x", "id": 3},
+        {"type": "publish", "channel": "public", "data": 1, "id": 3},
+        {"type": "presence", "channel": "b:x", "id": 3},
+        {"type": "history", "channel": "b:x", "id": 3},
+    ):
+        reply = await a.say(frame)
+        assert (reply["type"], reply["code"], reply["id"]) == ("error", "forbidden", 3)
+    await hub.stop()
+
+
+class DownBroker(MemoryBroker):
+    async def publish(self, channel: str, data: bytes, sender: str | None) -> Publication:
+        raise BrokerUnavailable("down")
+
+    async def send(self, user: str, frame: str) -> None:
+        raise BrokerUnavailable("down")
+
+    async def presence(self, channel: str) -> Any:
+        raise RuntimeError("bug")
+
+
+async def test_unavailable_and_internal_errors_keep_the_connection() -> None:
+    hub = Hub(DownBroker())
+    await hub.start()
+    a = Peer(hub, "a")
+    reply = await a.say({"type": "publish", "channel": "c", "data": 1, "id": 1})
+    assert (reply["code"], reply["id"]) == ("unavailable", 1)
+    assert (await a.say({"type": "send", "to": "b", "data": 1, "id": 2}))["code"] == "unavailable"
+    assert (await a.say({"type": "presence", "channel": "c", "id": 3}))["code"] == "internal"
+    assert (await a.say({"type": "ping", "id": 4}))["type"] == "pong"
+    await hub.stop()
+
+
+async def test_rate_limit_rejects_then_closes_abusers() -> None:
+    hub = Hub(settings=Settings(rate_limit=2))
+    await hub.start()
+    clock = [1000.0]
+    hub.clock = lambda: clock[0]
+    a = Peer(hub, "a")
+    replies = [await a.say({"type": "ping"}) for _ in range(5)]
+    assert [r["type"] for r in replies[:2]] == ["pong", "pong"]
+    assert {r.get("code") for r in replies[2:]} == {"rate_limited"}
+    hub.handle_binary(a.conn)
+    await settle()
+    assert a.link.sent[-1]["code"] == "rate_limited"
+    for _ in range(115):  # ten frames a second, five times the limit, for over ten seconds
+        clock[0] += 0.1
+        await hub.handle_text(a.conn, '{"type":"ping"}')
+    await settle()
+    assert a.link.closed == (1008, "rate limit exceeded repeatedly")
+    await hub.stop()
+
+
+async def test_pending_join_buffers_live_deliveries() -> None:
+    """A publication that arrives while a join is between subscribe and its reply is kept."""
+
+    class SlowRecover(MemoryBroker):
+        gate = asyncio.Event()
+
+        async def recover(self, channel: str, offset: int | None, epoch: str | None) -> Any:
+            rec = await super().recover(channel, offset, epoch)
+            await self.gate.wait()
+            return rec
+
+    broker = SlowRecover()
+    hub = Hub(broker)
+    await hub.start()
+    a = Peer(hub, "a")
+    join = asyncio.ensure_future(hub.handle_text(a.conn, '{"type":"join","channel":"c"}'))
+    await settle()
+    await hub.publish("c", "during")  # offset 1: after the position recover() read (0)
+    broker.gate.set()
+    await join
+    await settle()
+    assert [f["type"] for f in a.link.sent] == ["joined", "message"]
+    assert a.link.sent[1]["offset"] == 1
+    await hub.publish("c", "after")
+    await settle()
+    assert [m["offset"] for m in a.link.of_type("message")] == [1, 2]
+    await hub.stop()
+
+
+async def test_admission_is_counted_per_node_and_user() -> None:
+    hub = Hub(settings=Settings(max_connections=3, max_connections_per_user=2))
+    assert hub.admit("a") is None
+    assert hub.admit("a") is None
+    refusal = hub.admit("a")
+    assert refusal is not None
+    assert (refusal.status, refusal.retry_after) == (503, 1)
+    assert hub.admit("b") is None
+    node = hub.admit("c")
+    assert node is not None
+    assert "node" in node.reason
+    hub.release("a")
+    assert hub.admit("c") is None
+    assert hub.connection_count == 3
+
+
+async def test_library_publish_and_send() -> None:
+    hub = Hub()
+    a = Peer(hub, "a")
+    await a.say({"type": "join", "channel": "orders:1"})
+    assert await hub.publish("orders:1", {"status": "shipped"}) == 1
+    await hub.send("a", {"note": 1})
+    await settle()
+    (message,) = a.link.of_type("message")
+    assert (message["from"], message["data"]) == (None, {"status": "shipped"})
+    (direct,) = a.link.of_type("direct")
+    assert (direct["from"], direct["data"]) == (None, {"note": 1})
+    with pytest.raises(ValueError, match="channel"):
+        await hub.publish("bad channel", 1)
+    await hub.stop()

@@ -154,6 +154,7 @@ class Client:
 @contextlib.asynccontextmanager
 async def connect(base: str, user: str | None = None, **kwargs: Any) -> AsyncIterator[Client]:
     url = f"{base}/ws" + (f"?user={user}" if user else "")
+    kwargs.setdefault("close_timeout", 1)  # peers the tests cut off must not hold them up
     async with websockets.connect(url, **kwargs) as ws:
         client = Client(ws)
         client.welcome = await client.expect("welcome")

@@ -104,6 +104,8 @@ def serve(
         port=port,
         ws=WshubWebSocketProtocol,
         ws_max_size=settings.hard_frame_bytes,
+        # Off: deflate compresses every frame once per subscriber, which defeats encoding once.
+        ws_per_message_deflate=False,
         ws_ping_interval=ping_interval or None,
         ws_ping_timeout=ping_timeout or None,
         log_level=level,

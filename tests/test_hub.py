@@ -84,7 +84,7 @@ async def test_encoded_once_per_publication(hub: Hub, monkeypatch: pytest.Monkey
     for p in peers:
         await p.say({"type": "join", "channel": "room"})
     frames: list[str] = []
-    original = Publication.frame.fget
+    original = vars(Publication)["frame"].fget
     assert original is not None
 
     def spy(self: Publication) -> str:

@@ -20,7 +20,10 @@ from wshub import Hub, Settings
 
 @pytest.fixture
 async def app_url() -> AsyncIterator[str]:
-    hub = Hub("memory://", Settings(max_connections=3))
+    async def authorize(user: str, action: str, channel: str) -> bool:
+        return not channel.startswith("admin:") or user == "root"
+
+    hub = Hub("memory://", Settings(max_connections=3), authorize=authorize)
     app = FastAPI()
     app.include_router(hub.router)
 
@@ -58,3 +61,18 @@ async def test_caps_refuse_with_503_under_stock_uvicorn(app_url: str) -> None:
                 pass
         assert info.value.response.status_code == 503
         assert info.value.response.headers["Retry-After"] == "1"
+
+
+async def test_authorize_hook_answers_forbidden_over_the_wire(app_url: str) -> None:
+    async with (
+        connect(f"ws://{app_url}", "alice") as alice,
+        connect(f"ws://{app_url}", "root") as root,
+    ):
+        for frame in (
+            {"type": "join", "channel": "admin:ops"},
+            {"type": "publish", "channel": "admin:ops", "data": 1},
+        ):
+            reply = await alice.request(frame)
+            assert (reply["type"], reply["code"]) == ("error", "forbidden")
+        assert (await root.join("admin:ops"))["type"] == "joined"
+        assert (await alice.request({"type": "ping"}))["type"] == "pong"

@@ -292,3 +292,16 @@ async def test_library_publish_and_send() -> None:
     with pytest.raises(ValueError, match="channel"):
         await hub.publish("bad channel", 1)
     await hub.stop()
+
+
+async def test_channels_and_disconnect_through_the_broker(hub: Hub) -> None:
+    a, b, b2 = Peer(hub, "a"), Peer(hub, "b"), Peer(hub, "b")
+    for p in (a, b, b2):
+        await p.say({"type": "join", "channel": "room"})
+    await a.say({"type": "join", "channel": "other"})
+    assert await hub.broker.channels() == {"room": 3, "other": 1}
+    await hub.broker.disconnect("b")
+    await settle()
+    assert b.link.closed == (1000, "disconnected by the server")
+    assert b2.link.closed == (1000, "disconnected by the server")
+    assert a.link.closed is None

@@ -527,6 +527,10 @@ class Hub:
                 if conn.kind == "ws":
                     conn.push(frame)
 
+    def deliver_disconnect(self, user: str) -> None:
+        for conn in list(self._users.get(user, ())):
+            conn.close(protocol.CloseCode.NORMAL, "disconnected by the server")
+
     # --- plain-text chat -------------------------------------------------------------------
 
     async def chat_join(self, conn: Connection) -> None:

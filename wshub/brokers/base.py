@@ -41,6 +41,9 @@ class BrokerSink(Protocol):
     def deliver_direct(self, user: str, frame: str) -> None:
         """A frame for every local connection of ``user``."""
 
+    def deliver_disconnect(self, user: str) -> None:
+        """Close every local connection of ``user`` (an operator's decision, cluster-wide)."""
+
 
 class Broker(Protocol):
     """The interface every broker implements. Every method may raise BrokerUnavailable."""
@@ -82,3 +85,9 @@ class Broker(Protocol):
 
     async def presence(self, channel: str) -> list[Member]:
         """Everyone in a channel, cluster-wide."""
+
+    async def channels(self) -> dict[str, int]:
+        """Channels with at least one joined connection, and how many, cluster-wide."""
+
+    async def disconnect(self, user: str) -> None:
+        """Close every connection of ``user`` on every node."""

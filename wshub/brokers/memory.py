@@ -90,6 +90,16 @@ class MemoryBroker:
     async def presence(self, channel: str) -> list[Member]:
         return [Member(m.user, m.meta, len(m.sessions)) for m in self._presence.members(channel)]
 
+    async def channels(self) -> dict[str, int]:
+        return {
+            name: sum(len(m.sessions) for m in self._presence.members(name))
+            for name in self._presence.channels()
+        }
+
+    async def disconnect(self, user: str) -> None:
+        if self._sink is not None:
+            self._sink.deliver_disconnect(user)
+
     def _log(self, channel: str) -> ChannelLog:
         log = self._logs.get(channel)
         if log is None:

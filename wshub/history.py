@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import secrets
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from wshub.publication import Publication
 
-__all__ = ["ChannelLog", "Recovery", "new_epoch"]
+__all__ = ["ChannelLog", "Recovery", "new_epoch", "page", "recover"]
 
 
 def new_epoch() -> str:
@@ -28,6 +29,38 @@ class Recovery:
     epoch: str
     recovered: bool
     publications: tuple[Publication, ...] = ()
+
+
+def recover(
+    top: int, epoch: str, kept: Sequence[Publication], offset: int | None, since_epoch: str | None
+) -> Recovery:
+    """What a ``join`` with ``since`` gets, given what a channel still keeps.
+
+    ``kept`` is the retained history, oldest first, already cut to its size and TTL. The rules
+    are PROTOCOL.md's: recovered only when nothing after ``offset`` has been evicted.
+    """
+    if offset is None or since_epoch != epoch or offset > top:
+        return Recovery(top, epoch, False)
+    if offset == top:
+        return Recovery(top, epoch, True)
+    if not kept or kept[0].offset > offset + 1:
+        return Recovery(top, epoch, False)
+    return Recovery(top, epoch, True, tuple(pub for pub in kept if pub.offset > offset))
+
+
+def page(
+    epoch: str, kept: Sequence[Publication], offset: int | None, since_epoch: str | None, limit: int
+) -> list[Publication]:
+    """What a ``history`` request gets.
+
+    With a position in the current epoch: the first ``limit`` publications after it, so a
+    client can page forward. Otherwise the last ``limit`` ones.
+    """
+    if limit <= 0:
+        return []
+    if offset is not None and since_epoch == epoch:
+        return [pub for pub in kept if pub.offset > offset][:limit]
+    return list(kept[-limit:])
 
 
 class ChannelLog:

@@ -24,6 +24,7 @@ from msgspec import UNSET, Raw
 
 from wshub import __version__, protocol
 from wshub.brokers import Broker, BrokerUnavailable, create_broker
+from wshub.channel import Gap, LocalChannel, PendingJoin
 from wshub.config import Settings
 from wshub.connection import Connection, Link
 from wshub.protocol import ErrorCode, FrameError
@@ -53,34 +54,6 @@ class Refusal:
     retry_after: int | None = None
 
 
-class _Pending:
-    """A join in progress: live deliveries wait here until the ``joined`` reply is queued."""
-
-    __slots__ = ("buffer", "ready", "start")
-
-    def __init__(self) -> None:
-        self.buffer: list[Publication | tuple[str, str | None]] = []
-        self.ready = False
-        self.start = 0
-
-
-class _Channel:
-    """The subscribers of one channel on this node, and the last offset it delivered."""
-
-    __slots__ = ("epoch", "last_offset", "live", "name", "pending", "subscribed")
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.live: dict[Connection, None] = {}
-        self.pending: dict[Connection, _Pending] = {}
-        self.epoch = ""
-        self.last_offset = -1  # unknown until the first join learns the channel's position
-        self.subscribed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def empty(self) -> bool:
-        return not self.live and not self.pending
-
-
 class Hub:
     """A real-time messaging hub. Mount ``hub.router`` into a FastAPI app.
 
@@ -103,7 +76,7 @@ class Hub:
             create_broker(broker, self.settings) if isinstance(broker, str) else broker
         )
         self.authorize = authorize
-        self._channels: dict[str, _Channel] = {}
+        self._channels: dict[str, LocalChannel] = {}
         self._users: dict[str, dict[Connection, None]] = {}
         self._attached: dict[Connection, None] = {}
         self._admitted = 0
@@ -201,9 +174,19 @@ class Hub:
         session = secrets.token_hex(8)
         conn = Connection(session, user, link, s.queue_size, self._on_overflow, rate, kind)
         self._attached[conn] = None
-        self._users.setdefault(user, {})[conn] = None
+        if kind == "ws":  # the plain-text chat takes no direct messages
+            self._users.setdefault(user, {})[conn] = None
         conn.start()
         return conn
+
+    async def ready(self, conn: Connection) -> None:
+        """Make sure direct messages for the connection's user reach this node."""
+        conns = self._users.get(conn.user)
+        if conns is not None and len(conns) == 1:
+            try:
+                await self.broker.watch(conn.user)
+            except BrokerUnavailable:
+                log.warning("broker unavailable: direct messages to %s may not arrive", conn.user)
 
     def welcome(self, conn: Connection) -> None:
         conn.push(
@@ -226,6 +209,8 @@ class Hub:
             conns.pop(conn, None)
             if not conns:
                 del self._users[conn.user]
+                with contextlib.suppress(BrokerUnavailable):
+                    await self.broker.unwatch(conn.user)
         channels = list(conn.channels)
         conn.channels.clear()
         for name in channels:
@@ -376,7 +361,7 @@ class Hub:
             )
         conn.channels[channel] = None
         ch, fresh = self._local(channel)
-        pending = ch.pending[conn] = _Pending()
+        pending = ch.pending[conn] = PendingJoin()
         try:
             if fresh:
                 await self._subscribe(ch)
@@ -390,8 +375,7 @@ class Hub:
             raise
         if conn.closed or channel not in conn.channels:
             return
-        if ch.last_offset < 0 or ch.epoch != rec.epoch:
-            ch.last_offset, ch.epoch = rec.offset, rec.epoch
+        ch.learn_position(rec.offset, rec.epoch)
         conn.push(self._joined(channel, rec.offset, rec.epoch, rec.recovered, fid))
         for pub in rec.publications:
             conn.push(pub.frame)
@@ -404,12 +388,13 @@ class Hub:
             elif item[1] != conn.user:
                 conn.push(item[0])
         pending.buffer.clear()
-        if ch.last_offset >= start:
+        if ch.caught_up(start, rec.epoch):
             del ch.pending[conn]
             ch.live[conn] = None
         else:  # deliveries up to ``start`` are still on their way to this node
             pending.ready = True
             pending.start = start
+            pending.epoch = rec.epoch
         first = await self.broker.presence_add(channel, conn.user, conn.session, meta)
         if first:
             event = protocol.MemberJoined(channel=channel, user=conn.user, meta=Raw(meta))
@@ -437,14 +422,14 @@ class Hub:
         await self._unsubscribe(conn, frame.channel)
         conn.push(protocol.encode(protocol.Left(channel=frame.channel, id=protocol.reply_id(fid))))
 
-    def _local(self, channel: str) -> tuple[_Channel, bool]:
+    def _local(self, channel: str) -> tuple[LocalChannel, bool]:
         ch = self._channels.get(channel)
         if ch is not None:
             return ch, False
-        ch = self._channels[channel] = _Channel(channel)
+        ch = self._channels[channel] = LocalChannel(channel)
         return ch, True
 
-    async def _subscribe(self, ch: _Channel) -> None:
+    async def _subscribe(self, ch: LocalChannel) -> None:
         try:
             await self.broker.subscribe(ch.name)
         except BaseException as exc:
@@ -455,7 +440,7 @@ class Hub:
         if not ch.subscribed.done():
             ch.subscribed.set_result(None)
 
-    async def _forget_if_empty(self, ch: _Channel) -> None:
+    async def _forget_if_empty(self, ch: LocalChannel) -> None:
         if ch.empty() and self._channels.get(ch.name) is ch:
             del self._channels[ch.name]
             with contextlib.suppress(BrokerUnavailable):
@@ -481,51 +466,75 @@ class Hub:
 
     def deliver(self, pub: Publication) -> None:
         ch = self._channels.get(pub.channel)
-        if ch is None:
-            return
-        if pub.epoch == ch.epoch:
-            if pub.offset <= ch.last_offset:
-                return  # already covered by the history a joiner was given
-            ch.last_offset = pub.offset
-        elif ch.last_offset >= 0:
-            ch.epoch, ch.last_offset = pub.epoch, pub.offset
-        frame = pub.frame
-        for conn in ch.live:
-            conn.push(frame)
-        if ch.pending:
-            self._deliver_pending(ch, pub)
-
-    def _deliver_pending(self, ch: _Channel, pub: Publication) -> None:
-        for conn, pending in list(ch.pending.items()):
-            if not pending.ready:
-                pending.buffer.append(pub)
-                continue
-            if pub.offset > pending.start:
-                conn.push(pub.frame)
-            if pub.offset >= pending.start:
-                del ch.pending[conn]
-                ch.live[conn] = None
+        if ch is not None:
+            gap = ch.deliver(pub)
+            if gap is not None:
+                self._spawn(self._repair(ch, gap))
 
     def deliver_event(self, channel: str, frame: str, exclude_user: str | None) -> None:
         ch = self._channels.get(channel)
-        if ch is None:
+        if ch is not None:
+            ch.deliver_event(frame, exclude_user)
+
+    def resync(self) -> None:
+        """The broker may have lost deliveries (it reconnected): look for gaps everywhere."""
+        for ch in list(self._channels.values()):
+            if ch.last_offset >= 0 and ch.name != CHAT_CHANNEL:
+                self._spawn(self._catch_up(ch))
+
+    async def _catch_up(self, ch: LocalChannel) -> None:
+        try:
+            rec = await self.broker.recover(ch.name, None, None)
+        except BrokerUnavailable:
+            return  # the broker will ask again when it is back
+        if rec.epoch == ch.epoch and rec.offset <= ch.last_offset:
             return
-        for conn in ch.live:
-            if conn.user != exclude_user:
-                conn.push(frame)
-        for conn, pending in ch.pending.items():
-            if pending.ready:
-                if conn.user != exclude_user:
-                    conn.push(frame)
+        gap = Gap(rec.epoch, ch.last_offset if rec.epoch == ch.epoch else 0, rec.offset)
+        if gap.upto == 0:  # a new, empty epoch: nothing was missed, offsets restart
+            ch.epoch, ch.last_offset = rec.epoch, 0
+        elif ch.hold(gap):
+            await self._repair(ch, gap)
+
+    async def _repair(self, ch: LocalChannel, gap: Gap) -> None:
+        """Fetch a gap's publications from history, or cut off the subscribers that missed them.
+
+        A shared broker's pub/sub delivers at most once; the offsets say when it did not.
+        Subscribers whose stream cannot be made whole are closed with 1011 so that they
+        reconnect and rejoin with ``since``, and learn from ``recovered`` what they lost.
+        """
+        next_gap: Gap | None = gap
+        while next_gap is not None:
+            gap = next_gap
+            missing: list[Publication] | None = None
+            try:
+                epoch, pubs = await self.broker.history(
+                    ch.name, gap.after, gap.epoch, gap.upto - gap.after
+                )
+                if epoch == gap.epoch and [p.offset for p in pubs] == list(
+                    range(gap.after + 1, gap.upto + 1)
+                ):
+                    missing = pubs
+            except BrokerUnavailable:
+                pass
+            if missing is not None:
+                log.info("%s: recovered %d missed messages", ch.name, len(missing))
+                next_gap = ch.repaired(missing)
             else:
-                pending.buffer.append((frame, exclude_user))
+                log.warning(
+                    "%s: messages %d..%d missed and not in history; closing subscribers",
+                    ch.name,
+                    gap.after + 1,
+                    gap.upto,
+                )
+                for conn in ch.subscribers():
+                    conn.close(protocol.CloseCode.INTERNAL_ERROR, "missed messages: rejoin")
+                next_gap = ch.skip(gap)
 
     def deliver_direct(self, user: str, frame: str) -> None:
         conns = self._users.get(user)
         if conns:
             for conn in conns:
-                if conn.kind == "ws":
-                    conn.push(frame)
+                conn.push(frame)
 
     def deliver_disconnect(self, user: str) -> None:
         for conn in list(self._users.get(user, ())):

@@ -122,6 +122,7 @@ class ProtocolEndpoint:
             await send({"type": "websocket.accept"})
             conn = hub.connect(user, AsgiLink(scope, send, hub.settings.close_timeout))
             try:
+                await hub.ready(conn)
                 hub.welcome(conn)
                 handle_text = hub.handle_text
                 while True:

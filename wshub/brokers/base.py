@@ -44,6 +44,9 @@ class BrokerSink(Protocol):
     def deliver_disconnect(self, user: str) -> None:
         """Close every local connection of ``user`` (an operator's decision, cluster-wide)."""
 
+    def resync(self) -> None:
+        """Deliveries may have been lost (the broker reconnected): check every channel."""
+
 
 class Broker(Protocol):
     """The interface every broker implements. Every method may raise BrokerUnavailable."""
@@ -70,6 +73,12 @@ class Broker(Protocol):
         self, channel: str, offset: int | None, epoch: str | None, limit: int
     ) -> tuple[str, list[Publication]]:
         """The current epoch and a page of history (see ChannelLog.page)."""
+
+    async def watch(self, user: str) -> None:
+        """Start delivering direct messages for ``user`` to this node."""
+
+    async def unwatch(self, user: str) -> None:
+        """Stop delivering direct messages for ``user`` to this node."""
 
     async def emit(self, channel: str, frame: str, exclude_user: str | None = None) -> None:
         """Deliver an ephemeral frame to the channel's subscribers on every node."""

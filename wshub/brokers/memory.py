@@ -73,6 +73,12 @@ class MemoryBroker:
         log = self._log(channel)
         return log.epoch, log.page(offset, epoch, limit, time.monotonic())
 
+    async def watch(self, user: str) -> None:
+        pass  # one node: every direct message is delivered here anyway
+
+    async def unwatch(self, user: str) -> None:
+        pass
+
     async def emit(self, channel: str, frame: str, exclude_user: str | None = None) -> None:
         if self._sink is not None:
             self._sink.deliver_event(channel, frame, exclude_user)

@@ -1,0 +1,162 @@
+"""One channel's subscribers on this node, and the order in which they get its messages. Pure.
+
+A node receives each publication of a channel once from its broker and hands it to every local
+subscriber. This class keeps that stream in offset order with no gaps and no repeats:
+
+- a publication at or below the last offset delivered is dropped (a joiner already got it
+  from history, or the broker repeated it);
+- a publication beyond the next offset reveals a gap (a shared broker's pub/sub is at most
+  once). It is held, with everything after it, until the hub has fetched the missing ones from
+  history (:meth:`repaired`) or given up on them (:meth:`skip`);
+- joins in progress get their live messages held aside until their ``joined`` reply is queued
+  (see ``Hub._join``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from wshub.connection import Connection
+from wshub.publication import Publication
+
+__all__ = ["Gap", "LocalChannel", "PendingJoin"]
+
+
+class PendingJoin:
+    """A join in progress: live deliveries wait here until the ``joined`` reply is queued."""
+
+    __slots__ = ("buffer", "epoch", "ready", "start")
+
+    def __init__(self) -> None:
+        self.buffer: list[Publication | tuple[str, str | None]] = []
+        self.ready = False
+        self.start = 0
+        self.epoch = ""
+
+
+class Gap:
+    """Publications a node has not received: ``(after, upto]`` in ``epoch``."""
+
+    __slots__ = ("after", "epoch", "upto")
+
+    def __init__(self, epoch: str, after: int, upto: int) -> None:
+        self.epoch = epoch
+        self.after = after
+        self.upto = upto
+
+    def __repr__(self) -> str:
+        return f"Gap({self.epoch!r}, after={self.after}, upto={self.upto})"
+
+
+class LocalChannel:
+    __slots__ = ("epoch", "held", "last_offset", "live", "name", "pending", "subscribed")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.live: dict[Connection, None] = {}
+        self.pending: dict[Connection, PendingJoin] = {}
+        self.epoch = ""
+        self.last_offset = -1  # unknown until the first join learns the channel's position
+        self.held: list[Publication] | None = None  # not None while a gap is being repaired
+        self.subscribed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def empty(self) -> bool:
+        return not self.live and not self.pending
+
+    def subscribers(self) -> list[Connection]:
+        return [*self.live, *self.pending]
+
+    def learn_position(self, offset: int, epoch: str) -> None:
+        """The channel's position as a join read it, if this node did not know it yet.
+
+        A known position is never moved here: the stream itself moves it, in order.
+        """
+        if self.last_offset < 0:
+            self.last_offset, self.epoch = offset, epoch
+
+    def caught_up(self, offset: int, epoch: str) -> bool:
+        """Whether this node's stream has reached a position a joiner read."""
+        return self.epoch == epoch and self.last_offset >= offset
+
+    # --- the ordered stream ---------------------------------------------------------------
+
+    def deliver(self, pub: Publication) -> Gap | None:
+        """Fan a publication out in order, or hold it and return the gap it revealed."""
+        held = self.held
+        if held is not None:
+            held.append(pub)
+            return None
+        if self.last_offset >= 0:
+            if pub.epoch == self.epoch:
+                if pub.offset <= self.last_offset:
+                    return None
+                if pub.offset > self.last_offset + 1:
+                    self.held = [pub]
+                    return Gap(pub.epoch, self.last_offset, pub.offset - 1)
+            elif pub.offset > 1:  # a new epoch whose first publications never arrived
+                self.held = [pub]
+                return Gap(pub.epoch, 0, pub.offset - 1)
+            self.epoch, self.last_offset = pub.epoch, pub.offset
+        self._fan_out(pub)
+        return None
+
+    def hold(self, gap: Gap) -> bool:
+        """Start holding live publications while ``gap`` is filled; False if already holding."""
+        if self.held is not None:
+            return False
+        self.held = []
+        return True
+
+    def repaired(self, missing: list[Publication]) -> Gap | None:
+        """The gap's publications, in order: deliver them, then what was held behind them."""
+        held, self.held = self.held or [], None
+        for pub in missing:
+            self.epoch, self.last_offset = pub.epoch, pub.offset
+            self._fan_out(pub)
+        return self._release(held)
+
+    def skip(self, gap: Gap) -> Gap | None:
+        """Give up on a gap: move past it, then deliver what was held behind it."""
+        held, self.held = self.held or [], None
+        self.epoch, self.last_offset = gap.epoch, gap.upto
+        return self._release(held)
+
+    def _release(self, held: list[Publication]) -> Gap | None:
+        for i, pub in enumerate(held):
+            gap = self.deliver(pub)
+            if gap is not None:
+                assert self.held is not None
+                self.held.extend(held[i + 1 :])
+                return gap
+        return None
+
+    def _fan_out(self, pub: Publication) -> None:
+        frame = pub.frame
+        for conn in self.live:
+            conn.push(frame)
+        if self.pending:
+            self._deliver_pending(pub)
+
+    def _deliver_pending(self, pub: Publication) -> None:
+        for conn, pending in list(self.pending.items()):
+            if not pending.ready:
+                pending.buffer.append(pub)
+                continue
+            if pub.epoch != pending.epoch:
+                continue
+            if pub.offset > pending.start:
+                conn.push(pub.frame)
+            if pub.offset >= pending.start:
+                del self.pending[conn]
+                self.live[conn] = None
+
+    def deliver_event(self, frame: str, exclude_user: str | None) -> None:
+        for conn in self.live:
+            if conn.user != exclude_user:
+                conn.push(frame)
+        for conn, pending in self.pending.items():
+            if pending.ready:
+                if conn.user != exclude_user:
+                    conn.push(frame)
+            else:
+                pending.buffer.append((frame, exclude_user))

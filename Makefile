@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml | $(PY)
 
 # System packages the tests use (real Redis, real Chromium, ...), installed with apt-get when missing.
 system-deps:
-	@scripts/system-deps.sh
+	@scripts/system-deps.sh redis-server
 
 # Everything CI runs: format, lint, types, tests.
 test: $(STAMP) system-deps

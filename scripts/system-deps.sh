@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install the system packages the test suite runs for real, when they are missing.
-# Nothing is needed yet beyond Python; later suites add redis-server and chromium here.
+# Install the system packages the test suite runs for real, when they are missing:
+# each argument is a command that must be on PATH, named as its Debian package.
 set -euo pipefail
 missing=()
 for pkg in "$@"; do
@@ -11,6 +11,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "missing system packages: ${missing[*]} (run as root, or install them)" >&2
     exit 1
   fi
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  # Wait for another apt run instead of failing on its lock.
+  apt-get -o DPkg::Lock::Timeout=300 update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${missing[@]}"
 fi

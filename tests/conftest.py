@@ -4,7 +4,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.support import ServerProcess
+from tests.support import RedisProcess, ServerProcess
 
 ServerFactory = Callable[..., ServerProcess]
 
@@ -30,3 +30,11 @@ def make_server() -> Iterator[ServerFactory]:
     yield make
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture
+def redis() -> Iterator[RedisProcess]:
+    """A real redis-server of its own for one test."""
+    proc = RedisProcess().start()
+    yield proc
+    proc.stop()

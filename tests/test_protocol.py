@@ -134,12 +134,12 @@ def test_channel_names_and_namespaces() -> None:
     ("frame", "expected"),
     [
         (
-            protocol.Welcome("u", "s", protocol.ServerInfo("wshub", "1"), 20.0),
+            protocol.Welcome("u", "s", protocol.ServerInfo("wshub", "1", "n1"), 20.0),
             {
                 "type": "welcome",
                 "user": "u",
                 "session": "s",
-                "server": {"name": "wshub", "version": "1"},
+                "server": {"name": "wshub", "version": "1", "node": "n1"},
                 "heartbeat": 20.0,
             },
         ),

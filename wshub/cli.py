@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Annotated, Any
 
 import typer
@@ -27,7 +28,19 @@ def _opt(help: str, env: str) -> Any:
 def serve(
     host: Annotated[str, _opt("Address to listen on.", "HOST")] = "127.0.0.1",
     port: Annotated[int, _opt("Port to listen on.", "PORT")] = 8000,
-    broker: Annotated[str, _opt("Broker URL: memory:// (one process).", "BROKER")] = "memory://",
+    broker: Annotated[
+        str,
+        _opt(
+            "Broker URL: memory:// (one process) or redis://[:PASSWORD@]HOST:PORT/DB "
+            "(rediss:// for TLS) to share channels, presence and history between processes "
+            "and machines.",
+            "BROKER",
+        ),
+    ] = "memory://",
+    workers: Annotated[
+        int,
+        _opt("Worker processes on one port; more than 1 needs a shared broker.", "WORKERS"),
+    ] = 1,
     max_connections: Annotated[
         int, _opt("Connections per node; more are refused with 503.", "MAX_CONNECTIONS")
     ] = _D.max_connections,
@@ -72,11 +85,12 @@ def serve(
     log_level: Annotated[str, _opt("debug, info, warning or error.", "LOG_LEVEL")] = "info",
 ) -> None:
     """Run a wshub node: /ws (JSON protocol), /ws/{client_id} (plain-text chat), /healthz."""
+    import msgspec
     import uvicorn
 
+    from wshub.brokers import is_shared
     from wshub.hub import Hub
-    from wshub.server import create_app
-    from wshub.uvicorn_ws import WshubWebSocketProtocol
+    from wshub.server import WORKER_CONFIG, WorkerConfig, create_app
 
     settings = Settings(
         max_connections=max_connections,
@@ -93,25 +107,37 @@ def serve(
     )
     try:
         settings.validate()
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        if workers > 1 and not is_shared(broker):
+            raise ValueError(
+                f"--workers {workers} needs a shared broker such as redis://HOST:PORT/0: with "
+                f"{broker} each worker would be a separate hub whose clients cannot reach "
+                "each other"
+            )
         hub = Hub(broker, settings)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     level = log_level.lower()
     logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    config = uvicorn.Config(
-        create_app(hub),
-        host=host,
-        port=port,
-        ws=WshubWebSocketProtocol,
-        ws_max_size=settings.hard_frame_bytes,
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "ws": "wshub.uvicorn_ws:WshubWebSocketProtocol",
+        "ws_max_size": settings.hard_frame_bytes,
         # Off: deflate compresses every frame once per subscriber, which defeats encoding once.
-        ws_per_message_deflate=False,
-        ws_ping_interval=ping_interval or None,
-        ws_ping_timeout=ping_timeout or None,
-        log_level=level,
-        lifespan="on",
-    )
-    uvicorn.Server(config).run()
+        "ws_per_message_deflate": False,
+        "ws_ping_interval": ping_interval or None,
+        "ws_ping_timeout": ping_timeout or None,
+        "log_level": level,
+        "lifespan": "on",
+    }
+    if workers == 1:
+        uvicorn.Server(uvicorn.Config(create_app(hub), **options)).run()
+        return
+    # Each worker builds its own hub (its own node id) from the same configuration.
+    os.environ[WORKER_CONFIG] = msgspec.json.encode(WorkerConfig(broker, settings)).decode()
+    uvicorn.run("wshub.server:app_from_environment", factory=True, workers=workers, **options)
 
 
 @app.command()

@@ -72,8 +72,10 @@ class Hub:
         self.settings = settings or Settings()
         self.settings.validate()
         self.broker_url = broker if isinstance(broker, str) else type(broker).__name__
+        self.node = secrets.token_hex(4)
+        """This node's id: in ``welcome.server.node``, and in the shared broker's presence."""
         self.broker: Broker = (
-            create_broker(broker, self.settings) if isinstance(broker, str) else broker
+            create_broker(broker, self.settings, self.node) if isinstance(broker, str) else broker
         )
         self.authorize = authorize
         self._channels: dict[str, LocalChannel] = {}
@@ -194,7 +196,7 @@ class Hub:
                 protocol.Welcome(
                     user=conn.user,
                     session=conn.session,
-                    server=protocol.ServerInfo(self.settings.server_name, __version__),
+                    server=protocol.ServerInfo(self.settings.server_name, __version__, self.node),
                     heartbeat=self.settings.ping_interval,
                 )
             )
@@ -225,7 +227,12 @@ class Hub:
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("background task failed", exc_info=exc)
 
     # --- frames from clients ---------------------------------------------------------------
 
@@ -368,13 +375,21 @@ class Hub:
             else:
                 await asyncio.shield(ch.subscribed)
             rec = await self.broker.recover(channel, offset, epoch)
+            if channel not in conn.channels:
+                return  # disconnected meanwhile; disconnect() cleaned up
+            # Presence before the reply: once a client holds ``joined``, everyone who joins
+            # after it sees it in presence and no stale ``member_joined`` for it.
+            first = await self.broker.presence_add(channel, conn.user, conn.session, meta)
+            if channel not in conn.channels:  # disconnected while being registered
+                await self._unsubscribe(conn, channel)
+                return
+            if first:
+                event = protocol.MemberJoined(channel=channel, user=conn.user, meta=Raw(meta))
+                await self.broker.emit(channel, protocol.encode(event), exclude_user=conn.user)
         except BaseException:
-            conn.channels.pop(channel, None)
-            ch.pending.pop(conn, None)
-            await self._forget_if_empty(ch)
+            if conn.channels.pop(channel, 0) is None:
+                await self._unsubscribe(conn, channel)
             raise
-        if conn.closed or channel not in conn.channels:
-            return
         ch.learn_position(rec.offset, rec.epoch)
         conn.push(self._joined(channel, rec.offset, rec.epoch, rec.recovered, fid))
         for pub in rec.publications:
@@ -395,10 +410,6 @@ class Hub:
             pending.ready = True
             pending.start = start
             pending.epoch = rec.epoch
-        first = await self.broker.presence_add(channel, conn.user, conn.session, meta)
-        if first:
-            event = protocol.MemberJoined(channel=channel, user=conn.user, meta=Raw(meta))
-            await self.broker.emit(channel, protocol.encode(event), exclude_user=conn.user)
 
     @staticmethod
     def _joined(
@@ -460,7 +471,7 @@ class Hub:
                 event = protocol.MemberLeft(channel=channel, user=conn.user, meta=Raw(meta))
                 await self.broker.emit(channel, protocol.encode(event), exclude_user=conn.user)
         except BrokerUnavailable:
-            log.warning("broker unavailable: presence of %s in %s not removed", conn.user, channel)
+            log.debug("broker unavailable: presence of %s in %s not removed", conn.user, channel)
 
     # --- deliveries from the broker (BrokerSink) -------------------------------------------
 

@@ -274,6 +274,8 @@ def _json_type(value: object) -> str:
 class ServerInfo(Struct):
     name: str
     version: str
+    node: str | UnsetType = UNSET
+    """Which node (process) serves this connection: useful behind a load balancer."""
 
 
 class Welcome(Struct, tag="welcome", tag_field="type"):

@@ -10,16 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
+import msgspec
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 from starlette.routing import WebSocketRoute
 
 from wshub import __version__, protocol
+from wshub.config import Settings
 from wshub.hub import Hub, Refusal
 
 __all__ = ["AsgiLink", "build_router", "create_app"]
@@ -186,6 +190,22 @@ def build_router(hub: Hub) -> APIRouter:
     router.routes.append(WebSocketRoute("/ws", ProtocolEndpoint(hub), name="wshub"))
     router.routes.append(WebSocketRoute("/ws/{client_id}", ChatEndpoint(hub), name="wshub_chat"))
     return router
+
+
+WORKER_CONFIG = "WSHUB__WORKER_CONFIG"
+"""The environment variable through which `wshub serve --workers N` configures its workers."""
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    broker: str
+    settings: Settings
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker process of `wshub serve --workers N` (a uvicorn factory)."""
+    config = msgspec.json.decode(os.environ[WORKER_CONFIG], type=WorkerConfig)
+    return create_app(Hub(config.broker, config.settings))
 
 
 def create_app(hub: Hub | None = None) -> FastAPI:

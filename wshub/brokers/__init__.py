@@ -7,16 +7,26 @@ from urllib.parse import urlsplit
 from wshub.brokers.base import Broker, BrokerSink, BrokerUnavailable, Member
 from wshub.config import Settings
 
-__all__ = ["Broker", "BrokerSink", "BrokerUnavailable", "Member", "create_broker"]
+__all__ = ["Broker", "BrokerSink", "BrokerUnavailable", "Member", "create_broker", "is_shared"]
 
-SCHEMES = ("memory",)
+SCHEMES = ("memory", "redis", "rediss", "unix")
 
 
-def create_broker(url: str, settings: Settings) -> Broker:
-    """The broker for ``url``: ``memory://`` (one process)."""
+def create_broker(url: str, settings: Settings, node: str | None = None) -> Broker:
+    """The broker for ``url``: ``memory://`` (one process), or ``redis://HOST:PORT/DB``
+    (also ``rediss://`` for TLS, ``redis://:PASSWORD@HOST``, ``unix:///path``)."""
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         from wshub.brokers.memory import MemoryBroker
 
         return MemoryBroker(settings.history_size, settings.history_ttl)
+    if scheme in ("redis", "rediss", "unix"):
+        from wshub.brokers.redis import RedisBroker
+
+        return RedisBroker(url, settings, node)
     raise ValueError(f"unknown broker URL {url!r}: expected one of {', '.join(SCHEMES)}://")
+
+
+def is_shared(url: str) -> bool:
+    """Whether a broker URL lets several processes share one hub."""
+    return urlsplit(url).scheme != "memory"

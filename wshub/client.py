@@ -45,6 +45,7 @@ __all__ = [
     "Refused",
     "ServerError",
     "State",
+    "Subscription",
     "ws_url",
 ]
 
@@ -422,44 +423,26 @@ class Client:
 
     # --- streams ---------------------------------------------------------------------------
 
-    async def subscribe(
+    def subscribe(
         self,
         channel: str,
         *,
         meta: Any = None,
         on_gap: Callable[[Gap], object] | None = None,
-    ) -> AsyncIterator[Message]:
-        """Join ``channel`` and yield its messages, each once, in order, across reconnects.
+    ) -> Subscription:
+        """Follow ``channel``: iterate the result to get its messages, each once, in order,
+        across reconnects. The channel is joined on the first iteration, if it is not yet.
 
-        ``on_gap`` is called when a resume was refused (``recovered: false``): the messages
-        between the two positions of the :class:`Gap` will not come.
+        Messages are kept from the moment this is called, so nothing that arrives before the
+        first iteration is lost. ``on_gap`` is called when a resume was refused
+        (``recovered: false``): the messages between the two positions of the :class:`Gap`
+        will not come.
         """
-        queue: asyncio.Queue[Any] = asyncio.Queue()
         ch = self._channels.get(channel)
+        joined = ch is not None
         if ch is None:
             ch = self._channels[channel] = _Channel(meta=meta)
-            ch.queues.append(queue)
-            try:
-                await self.join(channel, meta=meta)
-            except BaseException:
-                self._channels.pop(channel, None)
-                raise
-        else:
-            ch.queues.append(queue)
-        if on_gap is not None:
-            ch.on_gap.append(on_gap)
-        try:
-            while True:
-                item = await queue.get()
-                if item is _END:
-                    return
-                yield item
-        finally:
-            with contextlib.suppress(ValueError):
-                ch.queues.remove(queue)
-            if on_gap is not None:
-                with contextlib.suppress(ValueError):
-                    ch.on_gap.remove(on_gap)
+        return Subscription(self, channel, ch, meta, on_gap, joined)
 
     async def directs(self) -> AsyncIterator[Direct]:
         """Yield the direct messages to this client's user."""
@@ -549,6 +532,56 @@ class Client:
 
     def _all_queues(self) -> list[asyncio.Queue[Any]]:
         return [q for ch in self._channels.values() for q in ch.queues] + self._directs
+
+
+class Subscription:
+    """An async iterator of one channel's messages; see :meth:`Client.subscribe`."""
+
+    def __init__(
+        self,
+        client: Client,
+        channel: str,
+        state: _Channel,
+        meta: Any,
+        on_gap: Callable[[Gap], object] | None,
+        joined: bool,
+    ) -> None:
+        self.client = client
+        self.channel = channel
+        self._state = state
+        self._meta = meta
+        self._on_gap = on_gap
+        self._join_pending = not joined
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        state.queues.append(self._queue)
+        if on_gap is not None:
+            state.on_gap.append(on_gap)
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Message:
+        if self._join_pending:
+            self._join_pending = False
+            try:
+                await self.client.join(self.channel, meta=self._meta)
+            except BaseException:
+                self.close()
+                raise
+        item = await self._queue.get()
+        if item is _END:
+            self.close()
+            raise StopAsyncIteration
+        message: Message = item
+        return message
+
+    def close(self) -> None:
+        """Stop receiving; the channel stays joined (``Client.leave`` leaves it)."""
+        with contextlib.suppress(ValueError):
+            self._state.queues.remove(self._queue)
+        if self._on_gap is not None:
+            with contextlib.suppress(ValueError):
+                self._state.on_gap.remove(self._on_gap)
 
 
 def _message(frame: Frame) -> Message:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the system packages the test suite runs for real, when they are missing.
-# Nothing is needed yet beyond Python; later suites add redis-server and chromium here.
+# Arguments are commands that Debian packages of the same name provide (chromium: the browser
+# tests drive /usr/bin/chromium with Playwright, which must not download a browser of its own).
 set -euo pipefail
 missing=()
 for pkg in "$@"; do

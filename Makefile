@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed-dev
 HOST    ?= 127.0.0.1
 PORT    ?= 8000
 
-.PHONY: serve test check lint format typecheck pytest system-deps clean
+.PHONY: serve test check lint format typecheck pytest system-deps screenshots clean
 
 serve: $(STAMP)
 	$(VENV)/bin/wshub serve --host $(HOST) --port $(PORT)
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml | $(PY)
 
 # System packages the tests use (real Redis, real Chromium, ...), installed with apt-get when missing.
 system-deps:
-	@scripts/system-deps.sh redis-server
+	@scripts/system-deps.sh redis-server chromium
 
 # Everything CI runs: format, lint, types, tests.
 test: $(STAMP) system-deps
@@ -33,6 +33,10 @@ test: $(STAMP) system-deps
 format: $(STAMP)
 	$(VENV)/bin/ruff format wshub tests benchmarks
 	$(VENV)/bin/ruff check --fix wshub tests benchmarks
+
+# Retake docs/chat.png and docs/dashboard.png with Playwright and Chromium.
+screenshots: $(STAMP) system-deps
+	$(PY) scripts/screenshots.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -179,12 +179,16 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps({"args": vars(args), "medians": table, "runs": results}, indent=2))
         return
     base = table["memory"]["delivered_per_s"]
-    print(f"receivers={args.receivers} duration={args.duration}s rounds={args.rounds} "
-          f"latency at {args.rate:g} publications/s (medians)")
+    print(
+        f"receivers={args.receivers} duration={args.duration}s rounds={args.rounds} "
+        f"latency at {args.rate:g} publications/s (medians)"
+    )
     print(f"{'contender':<10} {'delivered/s':>12} {'vs memory':>10} {'p50 ms':>8} {'p99 ms':>8}")
     for name, row in table.items():
-        print(f"{name:<10} {row['delivered_per_s']:>12.0f} {row['delivered_per_s'] / base:>9.2f}x "
-              f"{row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f}")
+        print(
+            f"{name:<10} {row['delivered_per_s']:>12.0f} {row['delivered_per_s'] / base:>9.2f}x "
+            f"{row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install the system packages the test suite runs for real, when they are missing:
-# each argument is a command that must be on PATH, named as its Debian package.
+# Install the system packages the test suite runs for real, when they are missing.
+# Arguments are commands that Debian packages of the same name provide (chromium: the browser
+# tests drive /usr/bin/chromium with Playwright, which must not download a browser of its own).
 set -euo pipefail
 missing=()
 for pkg in "$@"; do

@@ -34,8 +34,10 @@ def free_port() -> int:
 class ServerProcess:
     """A real ``wshub serve`` in its own OS process, on a free port."""
 
-    def __init__(self, *flags: str, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
+    def __init__(
+        self, *flags: str, env: dict[str, str] | None = None, port: int | None = None
+    ) -> None:
+        self.port = port or free_port()
         self.flags = flags
         self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
@@ -53,7 +55,7 @@ class ServerProcess:
         cmd = [sys.executable, "-m", "wshub", "serve", "--port", str(self.port), *self.flags]
         env = {**os.environ, **self.env}
         env.setdefault("WSHUB_LOG_LEVEL", "warning")
-        self._log = self.log_path.open("wb")
+        self._log = self.log_path.open("ab" if self.proc is not None else "wb")  # keep on restart
         self.proc = subprocess.Popen(
             cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=ROOT
         )
@@ -69,6 +71,11 @@ class ServerProcess:
                 time.sleep(0.05)
         raise RuntimeError(f"wshub did not become healthy:\n{self.log()}")
 
+    def restart(self) -> ServerProcess:
+        """Stop and start again on the same port: a new process with empty memory."""
+        self.stop()
+        return self.start()
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
@@ -80,7 +87,7 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc is not None:
+        if self.proc is not None and not self._log.closed:
             self._log.close()
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import subprocess
 import sys
 
 import pytest
 from typer.testing import CliRunner
 
+from tests.support import ServerProcess, connect, free_port
 from wshub.cli import app
 
 FLAGS = {
@@ -64,3 +67,62 @@ def test_invalid_values_fail_at_start_naming_the_setting(args: list[str], messag
     )
     assert proc.returncode != 0
     assert message in proc.stderr
+
+
+def test_serve_help_lists_the_api_key_without_showing_it() -> None:
+    result = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"})
+    text = " ".join(result.output.split())
+    assert "--api-key" in text
+    assert "env var: WSHUB_API_KEY" in text
+
+
+def _wshub(*args: str) -> list[str]:
+    return [sys.executable, "-m", "wshub", *args]
+
+
+async def test_listen_prints_what_publish_sends(server: ServerProcess) -> None:
+    listener = await asyncio.create_subprocess_exec(
+        *_wshub("listen", "cli:news", "--url", server.url, "--user", "ears", "--count", "2"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with connect(server.url, "watcher") as watcher:
+            for _ in range(200):  # until the listener has joined
+                reply = await watcher.request({"type": "presence", "channel": "cli:news"})
+                if any(m["user"] == "ears" for m in reply["members"]):
+                    break
+                await asyncio.sleep(0.05)
+        published = []
+        for data in ('{"headline": "wshub ships"}', "plain words"):
+            proc = await asyncio.create_subprocess_exec(
+                *_wshub("publish", "cli:news", data, "--url", server.http, "--user", "desk"),
+                stdout=asyncio.subprocess.PIPE,
+            )
+            out, _ = await asyncio.wait_for(proc.communicate(), 30)
+            assert proc.returncode == 0
+            published.append(json.loads(out))
+        assert [p["channel"] for p in published] == ["cli:news", "cli:news"]
+        assert published[1]["offset"] == published[0]["offset"] + 1
+        out, err = await asyncio.wait_for(listener.communicate(), 30)
+    finally:
+        if listener.returncode is None:
+            listener.kill()
+            await listener.wait()
+    assert listener.returncode == 0, err
+    lines = [json.loads(line) for line in out.decode().splitlines()]
+    assert [(m["data"], m["from"], m["offset"]) for m in lines] == [
+        ({"headline": "wshub ships"}, "desk", published[0]["offset"]),
+        ("plain words", "desk", published[1]["offset"]),
+    ]
+
+
+def test_publish_to_no_server_fails_with_a_message() -> None:
+    proc = subprocess.run(
+        _wshub("publish", "cli:x", "1", "--url", f"ws://127.0.0.1:{free_port()}"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 1
+    assert "cannot connect" in proc.stderr

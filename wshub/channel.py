@@ -15,6 +15,7 @@ subscriber. This class keeps that stream in offset order with no gaps and no rep
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from wshub.connection import Connection
 from wshub.publication import Publication
@@ -49,10 +50,23 @@ class Gap:
 
 
 class LocalChannel:
-    __slots__ = ("epoch", "held", "last_offset", "live", "name", "pending", "subscribed")
+    __slots__ = (
+        "epoch",
+        "held",
+        "last_offset",
+        "live",
+        "name",
+        "on_fan_out",
+        "pending",
+        "subscribed",
+    )
 
-    def __init__(self, name: str) -> None:
+    def __init__(
+        self, name: str, on_fan_out: Callable[[Publication, int], None] | None = None
+    ) -> None:
         self.name = name
+        self.on_fan_out = on_fan_out
+        """Told each publication and how many subscribers it was pushed to (for metrics)."""
         self.live: dict[Connection, None] = {}
         self.pending: dict[Connection, PendingJoin] = {}
         self.epoch = ""
@@ -132,12 +146,17 @@ class LocalChannel:
 
     def _fan_out(self, pub: Publication) -> None:
         frame = pub.frame
-        for conn in self.live:
+        live = self.live
+        for conn in live:
             conn.push(frame)
+        pushed = len(live)
         if self.pending:
-            self._deliver_pending(pub)
+            pushed += self._deliver_pending(pub)
+        if self.on_fan_out is not None:
+            self.on_fan_out(pub, pushed)
 
-    def _deliver_pending(self, pub: Publication) -> None:
+    def _deliver_pending(self, pub: Publication) -> int:
+        pushed = 0
         for conn, pending in list(self.pending.items()):
             if not pending.ready:
                 pending.buffer.append(pub)
@@ -146,9 +165,11 @@ class LocalChannel:
                 continue
             if pub.offset > pending.start:
                 conn.push(pub.frame)
+                pushed += 1
             if pub.offset >= pending.start:
                 del self.pending[conn]
                 self.live[conn] = None
+        return pushed
 
     def deliver_event(self, frame: str, exclude_user: str | None) -> None:
         for conn in self.live:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import os
+import sys
 from typing import Annotated, Any
 
 import typer
@@ -82,9 +85,18 @@ def serve(
         float,
         _opt("Seconds for a vanished node to leave presence (shared brokers).", "PRESENCE_TTL"),
     ] = _D.presence_ttl,
+    api_key: Annotated[
+        str,
+        typer.Option(
+            help="Key for /admin/stats (Authorization: apikey KEY); empty: the dashboard is off.",
+            envvar="WSHUB_API_KEY",
+            show_default=False,
+        ),
+    ] = "",
     log_level: Annotated[str, _opt("debug, info, warning or error.", "LOG_LEVEL")] = "info",
 ) -> None:
-    """Run a wshub node: /ws (JSON protocol), /ws/{client_id} (plain-text chat), /healthz."""
+    """Run a wshub node: /ws (JSON protocol), /ws/{client_id} (plain-text chat), the chat
+    page at /, the dashboard at /admin, /metrics, /asyncapi.json and /healthz."""
     import msgspec
     import uvicorn
 
@@ -133,11 +145,92 @@ def serve(
         "lifespan": "on",
     }
     if workers == 1:
-        uvicorn.Server(uvicorn.Config(create_app(hub), **options)).run()
+        uvicorn.Server(uvicorn.Config(create_app(hub, api_key=api_key or None), **options)).run()
         return
     # Each worker builds its own hub (its own node id) from the same configuration.
-    os.environ[WORKER_CONFIG] = msgspec.json.encode(WorkerConfig(broker, settings)).decode()
+    config = WorkerConfig(broker, settings, api_key or None)
+    os.environ[WORKER_CONFIG] = msgspec.json.encode(config).decode()
     uvicorn.run("wshub.server:app_from_environment", factory=True, workers=workers, **options)
+
+
+_URL = typer.Option(help="The wshub server.", envvar="WSHUB_URL", show_default=True)
+_TOKEN = typer.Option(help="A JWT, when the server has auth.", envvar="WSHUB_TOKEN")
+_USER = typer.Option(help="Your user id in open mode.", envvar="WSHUB_USER")
+
+
+@app.command()
+def listen(
+    channel: Annotated[str, typer.Argument(help="The channel to follow, e.g. chat:lobby.")],
+    url: Annotated[str, _URL] = "ws://127.0.0.1:8000",
+    token: Annotated[str | None, _TOKEN] = None,
+    user: Annotated[str | None, _USER] = None,
+    count: Annotated[int, typer.Option(help="Stop after this many messages (0: never).")] = 0,
+) -> None:
+    """Print a channel's messages as JSON lines, reconnecting and resuming as needed."""
+    from wshub.client import Client, Gap, Refused
+
+    def gap(g: Gap) -> None:
+        typer.echo(f"resume refused: messages after offset {g.last_offset} are lost", err=True)
+
+    async def run() -> None:
+        async with Client(url, token=token, user=user) as client:
+            seen = 0
+            async for msg in client.subscribe(channel, on_gap=gap):
+                line = {
+                    "channel": msg.channel,
+                    "offset": msg.offset,
+                    "epoch": msg.epoch,
+                    "from": msg.sender,
+                    "data": msg.data,
+                    "ts": msg.ts,
+                }
+                sys.stdout.write(json.dumps(line) + "\n")
+                sys.stdout.flush()
+                seen += 1
+                if count and seen >= count:
+                    return
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    except (Refused, OSError) as exc:
+        typer.echo(f"cannot connect to {url}: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def publish(
+    channel: Annotated[str, typer.Argument(help="The channel to publish to.")],
+    data: Annotated[str, typer.Argument(help="JSON; text that is not JSON is sent as a string.")],
+    url: Annotated[str, _URL] = "ws://127.0.0.1:8000",
+    token: Annotated[str | None, _TOKEN] = None,
+    user: Annotated[str | None, _USER] = None,
+    text: Annotated[bool, typer.Option("--text", help="Send DATA as a string, always.")] = False,
+) -> None:
+    """Publish one message and print its channel and offset."""
+    from wshub.client import Client, Refused, ServerError
+
+    payload: Any = data
+    if not text:
+        try:
+            payload = json.loads(data)
+        except ValueError:
+            payload = data
+
+    async def run() -> int:
+        async with Client(url, token=token, user=user, reconnect=False) as client:
+            return await client.publish(channel, payload)
+
+    try:
+        offset = asyncio.run(run())
+    except ServerError as exc:
+        typer.echo(f"refused: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except (Refused, OSError) as exc:
+        typer.echo(f"cannot connect to {url}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps({"channel": channel, "offset": offset}))
 
 
 @app.command()

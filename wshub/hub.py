@@ -15,7 +15,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ from wshub.brokers import Broker, BrokerUnavailable, create_broker
 from wshub.channel import Gap, LocalChannel, PendingJoin
 from wshub.config import Settings
 from wshub.connection import Connection, Link
+from wshub.metrics import HubMetrics
 from wshub.protocol import ErrorCode, FrameError
 from wshub.publication import Publication
 from wshub.ratelimit import RateLimiter
@@ -89,6 +90,7 @@ class Hub:
         self._router: APIRouter | None = None
         self.clock: Callable[[], float] = time.monotonic
         """The clock for rate limits; tests replace it."""
+        self.metrics = HubMetrics()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -133,9 +135,11 @@ class Hub:
         """Count a connection in, or say why not. Synchronous, so the cap cannot race."""
         s = self.settings
         if self._admitted >= s.max_connections:
+            self.metrics.handshake_refused(503)
             return Refusal(503, "connection limit reached on this node", s.retry_after)
         per_user = self._admitted_per_user.get(user, 0)
         if s.max_connections_per_user and per_user >= s.max_connections_per_user:
+            self.metrics.handshake_refused(503)
             return Refusal(503, "connection limit reached for this user", s.retry_after)
         self._admitted += 1
         self._admitted_per_user[user] = per_user + 1
@@ -159,6 +163,15 @@ class Hub:
     def connection_count(self) -> int:
         return self._admitted
 
+    @property
+    def user_count(self) -> int:
+        """Distinct users with at least one connection on this node."""
+        return len(self._users)
+
+    def queue_depths(self) -> Iterator[int]:
+        """Frames waiting in each connection's queue, for the queue-depth gauges."""
+        return (conn.queued for conn in self._attached)
+
     def channel_counts(self) -> dict[str, int]:
         """Local subscribers per channel on this node."""
         return {
@@ -179,6 +192,7 @@ class Hub:
         if kind == "ws":  # the plain-text chat takes no direct messages
             self._users.setdefault(user, {})[conn] = None
         conn.start()
+        self.metrics.connection_opened()
         return conn
 
     async def ready(self, conn: Connection) -> None:
@@ -206,6 +220,7 @@ class Hub:
         """Forget a connection: its channels, its presence, its queue. Idempotent."""
         if self._attached.pop(conn, 0) == 0:
             return
+        self.metrics.connection_closed()
         conns = self._users.get(conn.user)
         if conns is not None:
             conns.pop(conn, None)
@@ -222,6 +237,7 @@ class Hub:
     def _on_overflow(self, conn: Connection) -> None:
         # Called from inside a fan-out loop: leave the channels on the next tick, not while
         # the loop is iterating over them. The connection ignores pushes from now on.
+        self.metrics.slow_consumer()
         self._spawn(self.disconnect(conn))
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
@@ -243,34 +259,41 @@ class Hub:
         limit = self.settings.max_frame_bytes
         # A str of n code points is n to 4n bytes of UTF-8: encode only when it matters.
         if len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit):
-            conn.push(protocol.error(ErrorCode.TOO_LARGE, f"frame over {limit} bytes"))
+            self._error(conn, ErrorCode.TOO_LARGE, f"frame over {limit} bytes")
             return
         try:
             frame = protocol.decode_client_frame(text)
         except FrameError as exc:
-            conn.push(protocol.error_from(exc))
+            self._error(conn, exc.code, exc.message, exc.frame_id)
             return
         try:
             await self._dispatch(conn, frame)
         except FrameError as exc:
-            conn.push(protocol.error_from(exc))
+            self._error(conn, exc.code, exc.message, exc.frame_id)
         except BrokerUnavailable:
-            conn.push(
-                protocol.error(
-                    ErrorCode.UNAVAILABLE,
-                    "broker unreachable, retry later",
-                    protocol.frame_id(frame),
-                )
+            self._error(
+                conn,
+                ErrorCode.UNAVAILABLE,
+                "broker unreachable, retry later",
+                protocol.frame_id(frame),
             )
         except Exception:
             log.exception("internal error serving a %s frame", type(frame).__name__)
-            conn.push(
-                protocol.error(ErrorCode.INTERNAL, "internal error", protocol.frame_id(frame))
-            )
+            self._error(conn, ErrorCode.INTERNAL, "internal error", protocol.frame_id(frame))
 
     def handle_binary(self, conn: Connection) -> None:
         if self._within_rate(conn):
-            conn.push(protocol.error(ErrorCode.BAD_FRAME, "binary frames are not accepted"))
+            self._error(conn, ErrorCode.BAD_FRAME, "binary frames are not accepted")
+
+    def _error(
+        self,
+        conn: Connection,
+        code: ErrorCode,
+        message: str,
+        frame_id: protocol.FrameId | None = None,
+    ) -> None:
+        self.metrics.error(code.value)
+        conn.push(protocol.error(code, message, frame_id))
 
     def _within_rate(self, conn: Connection) -> bool:
         rate = conn.rate
@@ -282,7 +305,7 @@ class Hub:
         if rate.abusive(now):
             conn.close(protocol.CloseCode.POLICY_VIOLATION, "rate limit exceeded repeatedly")
         else:
-            conn.push(protocol.error(ErrorCode.RATE_LIMITED, "rate limit exceeded"))
+            self._error(conn, ErrorCode.RATE_LIMITED, "rate limit exceeded")
         return False
 
     async def _dispatch(self, conn: Connection, frame: protocol.ClientFrame) -> None:
@@ -297,7 +320,9 @@ class Hub:
             case protocol.Send():
                 assert frame.data is not UNSET
                 direct = protocol.Direct(from_=conn.user, data=frame.data, ts=_now_ms())
+                started = time.perf_counter()
                 await self.broker.send(frame.to, protocol.encode(direct))
+                self.metrics.direct_sent_once(time.perf_counter() - started)
                 conn.push(protocol.encode(protocol.Ack(id=fid)))
             case protocol.PresenceRequest():
                 await self._check(conn.user, "join", frame.channel, frame)
@@ -341,7 +366,9 @@ class Hub:
     async def _publish(self, conn: Connection, frame: protocol.Publish) -> None:
         await self._check(conn.user, "publish", frame.channel, frame)
         assert frame.data is not UNSET
+        started = time.perf_counter()
         pub = await self.broker.publish(frame.channel, bytes(frame.data), conn.user)
+        self.metrics.message_published(time.perf_counter() - started)
         ack = protocol.Ack(
             id=protocol.reply_id(protocol.frame_id(frame)), channel=pub.channel, offset=pub.offset
         )
@@ -374,6 +401,7 @@ class Hub:
                 await self._subscribe(ch)
             else:
                 await asyncio.shield(ch.subscribed)
+            started = time.perf_counter()
             rec = await self.broker.recover(channel, offset, epoch)
             if channel not in conn.channels:
                 return  # disconnected meanwhile; disconnect() cleaned up
@@ -390,6 +418,8 @@ class Hub:
             if conn.channels.pop(channel, 0) is None:
                 await self._unsubscribe(conn, channel)
             raise
+        self.metrics.joined()
+        self.metrics.recovered(time.perf_counter() - started, len(rec.publications))
         ch.learn_position(rec.offset, rec.epoch)
         conn.push(self._joined(channel, rec.offset, rec.epoch, rec.recovered, fid))
         for pub in rec.publications:
@@ -437,7 +467,7 @@ class Hub:
         ch = self._channels.get(channel)
         if ch is not None:
             return ch, False
-        ch = self._channels[channel] = LocalChannel(channel)
+        ch = self._channels[channel] = LocalChannel(channel, self._fanned_out)
         return ch, True
 
     async def _subscribe(self, ch: LocalChannel) -> None:
@@ -481,6 +511,9 @@ class Hub:
             gap = ch.deliver(pub)
             if gap is not None:
                 self._spawn(self._repair(ch, gap))
+
+    def _fanned_out(self, pub: Publication, pushed: int) -> None:
+        self.metrics.fanned_out(pushed, time.time() - pub.ts / 1000)
 
     def deliver_event(self, channel: str, frame: str, exclude_user: str | None) -> None:
         ch = self._channels.get(channel)
@@ -546,6 +579,7 @@ class Hub:
         if conns:
             for conn in conns:
                 conn.push(frame)
+            self.metrics.direct_fanned_out(len(conns))
 
     def deliver_disconnect(self, user: str) -> None:
         for conn in list(self._users.get(user, ())):
@@ -579,14 +613,18 @@ class Hub:
         if not protocol.is_channel_name(channel):
             raise ValueError(f"invalid channel name {channel!r}")
         await self.start()
+        started = time.perf_counter()
         pub = await self.broker.publish(channel, msgspec.json.encode(data), None)
+        self.metrics.message_published(time.perf_counter() - started)
         return pub.offset
 
     async def send(self, user: str, data: Any, sender: str | None = None) -> None:
         """Send ``data`` to every connection of ``user``, on every node."""
         await self.start()
         direct = protocol.Direct(from_=sender, data=Raw(msgspec.json.encode(data)), ts=_now_ms())
+        started = time.perf_counter()
         await self.broker.send(user, protocol.encode(direct))
+        self.metrics.direct_sent_once(time.perf_counter() - started)
 
 
 def _now_ms() -> int:

@@ -105,37 +105,49 @@ class _ClientFrame(Struct, tag_field="type"):
 
 
 class Join(_ClientFrame, tag="join"):
+    """Subscribe to a channel; with ``since``, also get what was missed after that position."""
+
     channel: Channel = ""
     since: Since | UnsetType = UNSET
     meta: Raw | UnsetType = UNSET
 
 
 class Leave(_ClientFrame, tag="leave"):
+    """Unsubscribe from a channel."""
+
     channel: Channel = ""
 
 
 class Publish(_ClientFrame, tag="publish"):
+    """Publish ``data`` (any JSON) to a channel; joining it is not required."""
+
     channel: Channel = ""
     data: Raw | UnsetType = UNSET
 
 
 class Send(_ClientFrame, tag="send"):
+    """Send ``data`` to every connection of user ``to``, on every node. Not stored."""
+
     to: User = ""
     data: Raw | UnsetType = UNSET
 
 
 class PresenceRequest(_ClientFrame, tag="presence"):
+    """Ask who is in a channel, cluster-wide."""
+
     channel: Channel = ""
 
 
 class HistoryRequest(_ClientFrame, tag="history"):
+    """Ask for a page of a channel's history (last ``limit``, or after ``since``)."""
+
     channel: Channel = ""
     since: Since | UnsetType = UNSET
     limit: Annotated[int, Meta(ge=0)] = 100
 
 
 class Ping(_ClientFrame, tag="ping"):
-    pass
+    """Check that the link and the server are alive; answered with ``pong``."""
 
 
 ClientFrame = Join | Leave | Publish | Send | PresenceRequest | HistoryRequest | Ping
@@ -272,6 +284,8 @@ def _json_type(value: object) -> str:
 
 
 class ServerInfo(Struct):
+    """The server's name and version."""
+
     name: str
     version: str
     node: str | UnsetType = UNSET
@@ -279,6 +293,8 @@ class ServerInfo(Struct):
 
 
 class Welcome(Struct, tag="welcome", tag_field="type"):
+    """First frame after the upgrade; ``heartbeat`` is the ping interval in seconds."""
+
     user: str
     session: str
     server: ServerInfo
@@ -286,6 +302,8 @@ class Welcome(Struct, tag="welcome", tag_field="type"):
 
 
 class Joined(Struct, tag="joined", tag_field="type"):
+    """Reply to ``join``: the channel's position, and whether missed messages follow."""
+
     channel: str
     offset: int
     epoch: str
@@ -294,17 +312,23 @@ class Joined(Struct, tag="joined", tag_field="type"):
 
 
 class Left(Struct, tag="left", tag_field="type"):
+    """Reply to ``leave``."""
+
     channel: str
     id: FrameId | UnsetType = UNSET
 
 
 class Ack(Struct, tag="ack", tag_field="type"):
+    """Reply to ``publish`` (with the message's channel and offset) and to ``send``."""
+
     id: FrameId | UnsetType = UNSET
     channel: str | UnsetType = UNSET
     offset: int | UnsetType = UNSET
 
 
 class Message(Struct, tag="message", tag_field="type"):
+    """A publication in a joined channel, in offset order; ``from`` is null for the HTTP API."""
+
     channel: str
     offset: int
     epoch: str
@@ -314,36 +338,48 @@ class Message(Struct, tag="message", tag_field="type"):
 
 
 class Direct(Struct, tag="direct", tag_field="type"):
+    """A ``send`` addressed to this connection's user."""
+
     from_: str | None = msgspec.field(name="from")
     data: Raw | Any = None
     ts: int = 0
 
 
 class MemberJoined(Struct, tag="member_joined", tag_field="type"):
+    """A user's first connection joined the channel (not sent for one's own joins)."""
+
     channel: str
     user: str
     meta: Raw | Any = None
 
 
 class MemberLeft(Struct, tag="member_left", tag_field="type"):
+    """A user's last connection left the channel."""
+
     channel: str
     user: str
     meta: Raw | Any = None
 
 
 class Member(Struct):
+    """One user present in a channel, with their latest join ``meta``."""
+
     user: str
     meta: Raw | Any
     connections: int
 
 
 class Presence(Struct, tag="presence", tag_field="type"):
+    """Reply to ``presence``: everyone in the channel."""
+
     channel: str
     members: list[Member]
     id: FrameId | UnsetType = UNSET
 
 
 class History(Struct, tag="history", tag_field="type"):
+    """Reply to ``history``: ``message`` frames, oldest first, and the current epoch."""
+
     channel: str
     epoch: str
     messages: list[Raw]
@@ -351,10 +387,14 @@ class History(Struct, tag="history", tag_field="type"):
 
 
 class Pong(Struct, tag="pong", tag_field="type"):
+    """Reply to ``ping``."""
+
     id: FrameId | UnsetType = UNSET
 
 
 class Error(Struct, tag="error", tag_field="type"):
+    """A frame that could not be served; the connection stays open."""
+
     code: str
     message: str
     id: FrameId | UnsetType = UNSET

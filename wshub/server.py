@@ -14,16 +14,19 @@ import os
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 from urllib.parse import parse_qs
 
 import msgspec
-from fastapi import APIRouter, FastAPI
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from starlette.routing import WebSocketRoute
 
-from wshub import __version__, protocol
+from wshub import __version__, asyncapi, metrics, protocol
 from wshub.config import Settings
+from wshub.dashboard import admin_router
 from wshub.hub import Hub, Refusal
 
 __all__ = ["AsgiLink", "build_router", "create_app"]
@@ -38,6 +41,11 @@ Send = Callable[[Message], Awaitable[None]]
 CLOSE_NOW = "wshub.close_now"
 """ASGI extension offered by wshub's uvicorn protocol: close at once, ignoring a full write
 buffer, and drop the TCP connection if the close frame is not flushed in time."""
+
+STATIC: Final = Path(__file__).resolve().parent / "static"
+"""The browser client, the chat page, the dashboard and the AsyncAPI page: no build step."""
+
+PAGES: Final = {"/": "chat.html", "/admin": "admin.html", "/asyncapi": "asyncapi.html"}
 
 _background: set[asyncio.Task[Any]] = set()
 
@@ -115,6 +123,7 @@ class ProtocolEndpoint:
         hub = self.hub
         user = open_mode_user(scope)
         if user is None:
+            hub.metrics.handshake_refused(400)
             await refuse(scope, send, Refusal(400, "invalid user id"))
             return
         refusal = hub.admit(user)
@@ -200,27 +209,51 @@ WORKER_CONFIG = "WSHUB__WORKER_CONFIG"
 class WorkerConfig:
     broker: str
     settings: Settings
+    api_key: str | None = None
 
 
 def app_from_environment() -> FastAPI:
     """The app of one worker process of `wshub serve --workers N` (a uvicorn factory)."""
     config = msgspec.json.decode(os.environ[WORKER_CONFIG], type=WorkerConfig)
-    return create_app(Hub(config.broker, config.settings))
+    return create_app(Hub(config.broker, config.settings), api_key=config.api_key)
 
 
-def create_app(hub: Hub | None = None) -> FastAPI:
-    """The standalone wshub server: the hub's routes plus health."""
+def create_app(hub: Hub | None = None, *, api_key: str | None = None) -> FastAPI:
+    """The standalone wshub server: the hub's routes, health, metrics, pages and AsyncAPI.
+
+    ``api_key`` unlocks ``/admin/stats`` (``Authorization: apikey KEY``); without one the
+    dashboard's data stays off.
+    """
     hub = hub or Hub()
     app = FastAPI(
         title="wshub",
         version=__version__,
         description=(
-            "A real-time messaging hub. The WebSocket protocol lives at `/ws` "
-            "(see docs/protocol.md); `/ws/{client_id}` is a plain-text chat."
+            "A real-time messaging hub. The WebSocket protocol lives at `/ws`: OpenAPI cannot "
+            "describe it, so it has its own AsyncAPI 3.0 document at "
+            "[/asyncapi.json](/asyncapi.json), readable at [/asyncapi](/asyncapi). "
+            "`/ws/{client_id}` is a plain-text chat. Pages: the chat at [/](/), the "
+            "dashboard at [/admin](/admin); Prometheus metrics at [/metrics](/metrics)."
         ),
     )
     app.include_router(hub.router)
+    app.include_router(admin_router(hub, api_key))
     app.state.hub = hub
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    for path, page in PAGES.items():
+        app.add_api_route(path, _page(STATIC / page), methods=["GET"], include_in_schema=False)
+
+    @app.get("/metrics", tags=["operations"])
+    async def prometheus_metrics() -> Response:
+        """Prometheus text format; every worker's figures when PROMETHEUS_MULTIPROC_DIR is set."""
+        return Response(metrics.exposition(), media_type=metrics.CONTENT_TYPE_LATEST)
+
+    @app.get("/asyncapi.json", tags=["protocol"])
+    async def asyncapi_document(request: Request) -> JSONResponse:
+        """The AsyncAPI 3.0 document of the WebSocket protocol at `/ws`."""
+        host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
+        return JSONResponse(asyncapi.document(host, secure=request.url.scheme == "https"))
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> JSONResponse:
@@ -232,3 +265,11 @@ def create_app(hub: Hub | None = None) -> FastAPI:
         )
 
     return app
+
+
+def _page(path: Path) -> Callable[[], Awaitable[FileResponse]]:
+    async def page() -> FileResponse:
+        # no-cache: the pages and wshub.js change with the server, and are tiny.
+        return FileResponse(path, headers={"Cache-Control": "no-cache"})
+
+    return page

@@ -1,0 +1,116 @@
+"""The operator's view: ``/admin`` (a static page) and ``/admin/stats`` (its JSON, API key only).
+
+The page holds no data; every figure comes from ``/admin/stats``, which answers only to
+``Authorization: apikey KEY``. Counters are cumulative, so any number of dashboards can poll
+without the server keeping per-viewer state: each one turns two polls into a rate itself.
+
+The stats are a list of nodes even with one node, so that a shared broker can list every node
+of a cluster later without changing the page or the document's shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import os
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from wshub.hub import Hub
+
+__all__ = ["CHANNELS_SHOWN", "admin_router", "api_key_matches", "node_stats", "sample_queues"]
+
+CHANNELS_SHOWN: Final = 200
+"""Channels listed in the stats, busiest first; ``channels_total`` says how many exist."""
+
+NODE: Final = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def api_key_matches(header: str | None, api_key: str) -> bool:
+    """Whether an ``Authorization: apikey KEY`` header carries the key (constant time)."""
+    if not header:
+        return False
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "apikey":
+        return False
+    return hmac.compare_digest(given.strip().encode(), api_key.encode())
+
+
+def node_stats(hub: Hub, started: float, queues: tuple[int, int]) -> dict[str, Any]:
+    """This node's figures; counters are totals since start."""
+    m = hub.metrics
+    return {
+        "node": NODE,
+        "broker": hub.broker_url.partition("://")[0],
+        "uptime": round(time.monotonic() - started, 1),
+        "connections": hub.connection_count,
+        "users": hub.user_count,
+        "channels": len(hub.channel_counts()),
+        "connections_opened": m.connections_opened,
+        "joins": m.joins,
+        "published": m.published,
+        "delivered": m.delivered,
+        "direct_sent": m.direct_sent,
+        "direct_delivered": m.direct_delivered,
+        "slow_consumers": m.slow_consumers,
+        "errors": dict(m.errors),
+        "refused": dict(m.refused),
+        "queued": queues[0],
+        "queue_max": queues[1],
+    }
+
+
+async def sample_queues(hub: Hub, every: float = 1.0) -> None:
+    """Keep the queue-depth gauges fresh: once a second, one pass over the connections."""
+    while True:
+        hub.metrics.sample_queues(hub.queue_depths())
+        await asyncio.sleep(every)
+
+
+def admin_router(hub: Hub, api_key: str | None) -> APIRouter:
+    started = time.monotonic()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        sampler = asyncio.create_task(sample_queues(hub))
+        try:
+            yield
+        finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+
+    router = APIRouter(lifespan=lifespan)
+
+    @router.get("/admin/stats", tags=["operations"])
+    async def stats(request: Request) -> JSONResponse:
+        """Live figures for the dashboard. Requires `Authorization: apikey KEY`."""
+        if not api_key:
+            return JSONResponse(
+                {"detail": "the admin API is off: start wshub with --api-key"}, status_code=403
+            )
+        if not api_key_matches(request.headers.get("authorization"), api_key):
+            return JSONResponse(
+                {"detail": "missing or wrong API key (Authorization: apikey KEY)"},
+                status_code=401,
+                headers={"WWW-Authenticate": "apikey"},
+            )
+        channels = await hub.broker.channels()
+        busiest = sorted(channels.items(), key=lambda kv: (-kv[1], kv[0]))[:CHANNELS_SHOWN]
+        queues = hub.metrics.sample_queues(hub.queue_depths())
+        return JSONResponse(
+            {
+                "time": int(time.time() * 1000),
+                "nodes": [node_stats(hub, started, queues)],
+                "channels": [{"channel": name, "subscribers": n} for name, n in busiest],
+                "channels_total": len(channels),
+            }
+        )
+
+    return router

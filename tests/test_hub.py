@@ -12,11 +12,14 @@ from wshub import Hub, Settings
 from wshub.brokers import BrokerUnavailable
 from wshub.brokers.memory import MemoryBroker
 from wshub.connection import Connection
+from wshub.frame import Frame
 from wshub.publication import Publication
 
 
 class FakeLink:
     """Records what a connection writes; ``gate`` cleared means the peer stopped reading."""
+
+    fast = None  # the ASGI path; tests/test_fast_path.py covers the other one
 
     def __init__(self) -> None:
         self.sent: list[dict[str, Any]] = []
@@ -83,13 +86,13 @@ async def test_encoded_once_per_publication(hub: Hub, monkeypatch: pytest.Monkey
     peers = [Peer(hub, f"u{i}") for i in range(5)]
     for p in peers:
         await p.say({"type": "join", "channel": "room"})
-    frames: list[str] = []
+    frames: list[Frame] = []
     original = vars(Publication)["frame"].fget
     assert original is not None
 
-    def spy(self: Publication) -> str:
+    def spy(self: Publication) -> Frame:
         first = self._frame is None
-        value: str = original(self)
+        value: Frame = original(self)
         if first:
             frames.append(value)
         return value

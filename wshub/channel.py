@@ -18,6 +18,7 @@ import asyncio
 from collections.abc import Callable
 
 from wshub.connection import Connection
+from wshub.frame import Frame
 from wshub.publication import Publication
 
 __all__ = ["Gap", "LocalChannel", "PendingJoin"]
@@ -148,7 +149,7 @@ class LocalChannel:
         frame = pub.frame
         live = self.live
         for conn in live:
-            conn.push(frame)
+            conn.push_frame(frame)
         pushed = len(live)
         if self.pending:
             pushed += self._deliver_pending(pub)
@@ -164,20 +165,21 @@ class LocalChannel:
             if pub.epoch != pending.epoch:
                 continue
             if pub.offset > pending.start:
-                conn.push(pub.frame)
+                conn.push_frame(pub.frame)
                 pushed += 1
             if pub.offset >= pending.start:
                 del self.pending[conn]
                 self.live[conn] = None
         return pushed
 
-    def deliver_event(self, frame: str, exclude_user: str | None) -> None:
+    def deliver_event(self, text: str, exclude_user: str | None) -> None:
+        frame = Frame(text)
         for conn in self.live:
             if conn.user != exclude_user:
-                conn.push(frame)
+                conn.push_frame(frame)
         for conn, pending in self.pending.items():
             if pending.ready:
                 if conn.user != exclude_user:
-                    conn.push(frame)
+                    conn.push_frame(frame)
             else:
-                pending.buffer.append((frame, exclude_user))
+                pending.buffer.append((text, exclude_user))

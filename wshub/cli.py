@@ -93,6 +93,14 @@ def serve(
             show_default=False,
         ),
     ] = "",
+    fast_path: Annotated[
+        bool,
+        _opt(
+            "Write each frame's pre-built bytes straight to the socket (uvicorn only); "
+            "--no-fast-path sends every frame through ASGI.",
+            "FAST_PATH",
+        ),
+    ] = True,
     log_level: Annotated[str, _opt("debug, info, warning or error.", "LOG_LEVEL")] = "info",
 ) -> None:
     """Run a wshub node: /ws (JSON protocol), /ws/{client_id} (plain-text chat), the chat
@@ -116,6 +124,7 @@ def serve(
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
         presence_ttl=presence_ttl,
+        fast_path=fast_path,
     )
     try:
         settings.validate()

@@ -44,6 +44,8 @@ class Settings:
     retry_after: int = 1
     """``Retry-After`` seconds on a handshake refused for a connection limit."""
     server_name: str = "wshub"
+    fast_path: bool = True
+    """Write pre-built frames straight to the transport when the server offers it."""
 
     @property
     def hard_frame_bytes(self) -> int:

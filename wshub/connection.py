@@ -1,9 +1,21 @@
 """One client connection: its bounded outbound queue and the writer that drains it.
 
-This is the only place that awaits a socket send. Everyone else calls :meth:`Connection.push`,
-which never waits: a publisher fanning out to ten thousand subscribers does ten thousand
+This is the only place that writes to a socket. Everyone else calls :meth:`Connection.push`
+(a frame for this client alone) or :meth:`Connection.push_frame` (a frame shared by a fan-out),
+which never wait: a publisher fanning out to ten thousand subscribers does ten thousand
 appends, and a subscriber that stops reading fills only its own queue. When that queue
-overflows the connection is a slow consumer and is dropped (4008) instead of holding memory.
+overflows, the connection is a slow consumer and is dropped (4008) instead of holding memory.
+
+Two writers, one contract:
+
+- :class:`AsgiConnection` works under any ASGI server: a writer task per connection awaits
+  the server's ``send`` for each frame, which (under uvicorn) waits while the socket's buffer
+  is full.
+- :class:`DirectConnection` is used when the server offers wshub's ``wshub.fast`` extension
+  (``wshub serve`` does): frames are written as pre-built WebSocket frame bytes, shared by
+  every subscriber, straight to the transport; what a fan-out queues in one event-loop tick
+  is written in one call; no task per connection. While the transport's buffer is above its
+  high-water mark the frames wait in the same bounded queue.
 """
 
 from __future__ import annotations
@@ -15,16 +27,37 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
+from wshub.frame import Frame, text_frame
 from wshub.protocol import CloseCode
 from wshub.ratelimit import RateLimiter
 
-__all__ = ["Connection", "Link"]
+__all__ = ["AsgiConnection", "Connection", "DirectConnection", "FastPath", "Flusher", "Link"]
 
 log = logging.getLogger("wshub.connection")
+
+FLUSH_AT = 64
+"""Frames a direct connection queues within one tick before it writes them at once."""
+
+
+class FastPath(Protocol):
+    """Direct access to a connection's transport, offered by wshub's uvicorn protocol."""
+
+    def write(self, data: bytes) -> None:
+        """Write bytes of complete WebSocket frames; ignored once the connection is closing."""
+
+    def writable(self) -> bool:
+        """False while the transport's write buffer is above its high-water mark."""
+
+    def on_writable(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback`` whenever the buffer drains below its low-water mark again."""
 
 
 class Link(Protocol):
     """The transport under a connection, as the server adapts it (ASGI, or a test double)."""
+
+    @property
+    def fast(self) -> FastPath | None:
+        """The fast path, when the server offers one for this connection."""
 
     async def send_text(self, text: str) -> None:
         """Write one text frame; may wait while the peer's buffers are full."""
@@ -38,7 +71,7 @@ class Link(Protocol):
 
 
 class Connection:
-    """A client's session on this node.
+    """A client's session on this node: the state both writers share.
 
     ``kind`` tells protocol connections (``"ws"``) from plain-text chat ones (``"chat"``),
     which share the node's limits but not its channels.
@@ -48,10 +81,7 @@ class Connection:
         "_closing",
         "_link",
         "_on_overflow",
-        "_queue",
         "_queue_size",
-        "_wake",
-        "_writer",
         "channels",
         "close_code",
         "closed",
@@ -79,34 +109,36 @@ class Connection:
         self.closed = False
         self.close_code: int | None = None
         self._link = link
-        self._queue: deque[str] = deque()
         self._queue_size = queue_size
         self._on_overflow = on_overflow
-        self._wake: asyncio.Future[None] | None = None
-        self._writer: asyncio.Task[None] | None = None
         self._closing: tuple[int, str] | None = None
 
+    # --- what subclasses provide ----------------------------------------------------------
+
     def start(self) -> None:
-        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+        """Begin writing."""
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        raise NotImplementedError
 
-    def push(self, frame: str) -> None:
-        """Queue a frame for this client without waiting. Overflow drops the client (4008)."""
-        if self.closed or self._closing is not None:
-            return
-        queue = self._queue
-        if len(queue) >= self._queue_size:
-            self._overflow()
-            return
-        queue.append(frame)
-        wake = self._wake
-        if wake is not None:
-            self._wake = None
-            if not wake.done():
-                wake.set_result(None)
+    def push(self, text: str) -> None:
+        """Queue a frame for this client alone, without waiting."""
+        raise NotImplementedError
+
+    def push_frame(self, frame: Frame) -> None:
+        """Queue a frame shared with other clients, without waiting."""
+        raise NotImplementedError
+
+    def _discard(self) -> None:
+        """Forget whatever is queued and stop writing."""
+        raise NotImplementedError
+
+    def _begin_close(self) -> None:
+        """Write what is queued, then the close frame."""
+        raise NotImplementedError
+
+    # --- shared ---------------------------------------------------------------------------
 
     def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Close after the frames already queued have been written."""
@@ -114,38 +146,21 @@ class Connection:
             return
         self._closing = (code, reason)
         self.close_code = code
-        wake = self._wake
-        if wake is not None:
-            self._wake = None
-            if not wake.done():
-                wake.set_result(None)
-        if self._writer is None:  # never started: nothing queued can be flushed
-            self._finish()
-            self._link.drop(code, reason)
+        self._begin_close()
 
     def drop(self, code: int, reason: str) -> None:
         """Close now, discarding what is queued: for a peer that is not reading."""
         if self.closed:
             return
         self.close_code = code
-        self._finish()
+        self.closed = True
+        self._discard()
         self._link.drop(code, reason)
 
     async def stop(self) -> None:
-        """Release the writer once the connection is over; safe to call more than once."""
-        self._finish()
-        writer = self._writer
-        if writer is not None and writer is not asyncio.current_task():
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
-
-    def _finish(self) -> None:
+        """Release the connection once it is over; safe to call more than once."""
         self.closed = True
-        self._queue.clear()
-        writer = self._writer
-        if writer is not None and not writer.done() and writer is not asyncio.current_task():
-            writer.cancel()
+        self._discard()
 
     def _overflow(self) -> None:
         log.info(
@@ -156,6 +171,65 @@ class Connection:
         )
         self.drop(CloseCode.SLOW_CONSUMER, "slow consumer")
         self._on_overflow(self)
+
+
+class AsgiConnection(Connection):
+    """Writes through the ASGI server's ``send``: a writer task drains the queue."""
+
+    __slots__ = ("_queue", "_wake", "_writer")
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._queue: deque[str] = deque()
+        self._wake: asyncio.Future[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def push(self, text: str) -> None:
+        if self.closed or self._closing is not None:
+            return
+        queue = self._queue
+        if len(queue) >= self._queue_size:
+            self._overflow()
+            return
+        queue.append(text)
+        self._wake_writer()
+
+    def push_frame(self, frame: Frame) -> None:
+        self.push(frame.text)
+
+    def _wake_writer(self) -> None:
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            if not wake.done():
+                wake.set_result(None)
+
+    def _begin_close(self) -> None:
+        if self._writer is None:  # never started: nothing queued can be flushed
+            self.closed = True
+            self._link.drop(*(self._closing or (CloseCode.NORMAL, "")))
+        else:
+            self._wake_writer()
+
+    def _discard(self) -> None:
+        self._queue.clear()
+        writer = self._writer
+        if writer is not None and not writer.done() and writer is not asyncio.current_task():
+            writer.cancel()
+
+    async def stop(self) -> None:
+        await super().stop()
+        writer = self._writer
+        if writer is not None and writer is not asyncio.current_task():
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
 
     async def _write_loop(self) -> None:
         queue = self._queue
@@ -178,3 +252,104 @@ class Connection:
             log.debug("writer for %s stopped: %r", self.session, exc)
             self.closed = True
             self._queue.clear()
+
+
+class Flusher:
+    """Writes the frames direct connections queued during one event-loop tick, at its end.
+
+    One callback per tick for all connections, instead of a task per connection: a burst of
+    publications reaches each subscriber's socket in one write.
+    """
+
+    __slots__ = ("_dirty", "_scheduled")
+
+    def __init__(self) -> None:
+        self._dirty: list[DirectConnection] = []
+        self._scheduled = False
+
+    def mark(self, conn: DirectConnection) -> None:
+        self._dirty.append(conn)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._run)
+
+    def _run(self) -> None:
+        self._scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn.flush()
+
+
+class DirectConnection(Connection):
+    """Writes pre-built frame bytes straight to the transport (the ``wshub.fast`` extension)."""
+
+    __slots__ = ("_dirty", "_fast", "_flusher", "_queue")
+
+    def __init__(self, *args: object, fast: FastPath, flusher: Flusher, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._queue: list[bytes] = []
+        self._fast = fast
+        self._flusher = flusher
+        self._dirty = False
+
+    def start(self) -> None:
+        self._fast.on_writable(self.flush)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def push(self, text: str) -> None:
+        self._enqueue(text_frame(text.encode()))
+
+    def push_frame(self, frame: Frame) -> None:
+        self._enqueue(frame.wire)
+
+    def _enqueue(self, data: bytes) -> None:
+        if self.closed or self._closing is not None:
+            return
+        queue = self._queue
+        n = len(queue)
+        if n >= self._queue_size:
+            self._overflow()
+            return
+        queue.append(data)
+        if n + 1 >= FLUSH_AT and self._fast.writable():
+            self.flush()  # a long burst within one tick: do not let it pile up
+        elif not self._dirty:
+            self._dirty = True
+            self._flusher.mark(self)
+
+    def flush(self) -> None:
+        """Write everything queued, if the transport will take it now."""
+        self._dirty = False
+        queue = self._queue
+        if self.closed:
+            return
+        if queue:
+            if not self._fast.writable():
+                return  # resumed by on_writable
+            self._fast.write(queue[0] if len(queue) == 1 else b"".join(queue))
+            queue.clear()
+        if self._closing is not None:
+            self.closed = True
+            self._fast.on_writable(None)
+            task = asyncio.ensure_future(self._link.close(*self._closing))
+            _closing_tasks.add(task)
+            task.add_done_callback(_forget)
+
+    def _begin_close(self) -> None:
+        self.flush()
+
+    def _discard(self) -> None:
+        self._queue.clear()
+        self._fast.on_writable(None)
+
+
+_closing_tasks: set[asyncio.Task[None]] = set()
+
+
+def _forget(task: asyncio.Task[None]) -> None:
+    _closing_tasks.discard(task)
+    if not task.cancelled():
+        task.exception()  # the peer may be gone already; the reader notices

@@ -26,7 +26,8 @@ from wshub import __version__, protocol
 from wshub.brokers import Broker, BrokerUnavailable, create_broker
 from wshub.channel import Gap, LocalChannel, PendingJoin
 from wshub.config import Settings
-from wshub.connection import Connection, Link
+from wshub.connection import AsgiConnection, Connection, DirectConnection, Flusher, Link
+from wshub.frame import Frame
 from wshub.metrics import HubMetrics
 from wshub.protocol import ErrorCode, FrameError
 from wshub.publication import Publication
@@ -88,6 +89,7 @@ class Hub:
         self._start_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._router: APIRouter | None = None
+        self._flusher = Flusher()
         self.clock: Callable[[], float] = time.monotonic
         """The clock for rate limits; tests replace it."""
         self.metrics = HubMetrics()
@@ -187,7 +189,13 @@ class Hub:
         s = self.settings
         rate = RateLimiter(s.rate_limit, self.clock()) if s.rate_limit > 0 else None
         session = secrets.token_hex(8)
-        conn = Connection(session, user, link, s.queue_size, self._on_overflow, rate, kind)
+        args = (session, user, link, s.queue_size, self._on_overflow, rate, kind)
+        fast = link.fast
+        conn: Connection = (
+            AsgiConnection(*args)
+            if fast is None or not s.fast_path
+            else DirectConnection(*args, fast=fast, flusher=self._flusher)
+        )
         self._attached[conn] = None
         if kind == "ws":  # the plain-text chat takes no direct messages
             self._users.setdefault(user, {})[conn] = None
@@ -341,7 +349,7 @@ class Hub:
                 history = protocol.History(
                     channel=frame.channel,
                     epoch=epoch,
-                    messages=[Raw(p.frame) for p in pubs],
+                    messages=[Raw(p.frame.text) for p in pubs],
                     id=fid,
                 )
                 conn.push(protocol.encode(history))
@@ -423,12 +431,12 @@ class Hub:
         ch.learn_position(rec.offset, rec.epoch)
         conn.push(self._joined(channel, rec.offset, rec.epoch, rec.recovered, fid))
         for pub in rec.publications:
-            conn.push(pub.frame)
+            conn.push_frame(pub.frame)
         start = rec.offset
         for item in pending.buffer:
             if isinstance(item, Publication):
                 if item.epoch == rec.epoch and item.offset > start:
-                    conn.push(item.frame)
+                    conn.push_frame(item.frame)
                     start = item.offset
             elif item[1] != conn.user:
                 conn.push(item[0])
@@ -577,8 +585,9 @@ class Hub:
     def deliver_direct(self, user: str, frame: str) -> None:
         conns = self._users.get(user)
         if conns:
+            shared = Frame(frame)
             for conn in conns:
-                conn.push(frame)
+                conn.push_frame(shared)
             self.metrics.direct_fanned_out(len(conns))
 
     def deliver_disconnect(self, user: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from msgspec import Raw
 
 from wshub import protocol
+from wshub.frame import Frame
 
 __all__ = ["Publication"]
 
@@ -13,7 +14,8 @@ class Publication:
     """A channel message with its offset and epoch.
 
     ``data`` is the raw JSON the publisher sent. ``frame`` is the ``message`` frame, encoded
-    on first use and then shared by every subscriber, every history reply and every recovery.
+    on first use and then shared by every subscriber, every history reply and every recovery
+    (its wire bytes too, framed once, on the fast path).
     """
 
     __slots__ = ("_frame", "channel", "data", "epoch", "offset", "sender", "ts")
@@ -27,20 +29,22 @@ class Publication:
         self.sender = sender
         self.data = data
         self.ts = ts
-        self._frame: str | None = None
+        self._frame: Frame | None = None
 
     @property
-    def frame(self) -> str:
+    def frame(self) -> Frame:
         frame = self._frame
         if frame is None:
-            frame = self._frame = protocol.encode(
-                protocol.Message(
-                    channel=self.channel,
-                    offset=self.offset,
-                    epoch=self.epoch,
-                    from_=self.sender,
-                    data=Raw(self.data),
-                    ts=self.ts,
+            frame = self._frame = Frame(
+                protocol.encode(
+                    protocol.Message(
+                        channel=self.channel,
+                        offset=self.offset,
+                        epoch=self.epoch,
+                        from_=self.sender,
+                        data=Raw(self.data),
+                        ts=self.ts,
+                    )
                 )
             )
         return frame

@@ -26,6 +26,7 @@ from starlette.routing import WebSocketRoute
 
 from wshub import __version__, asyncapi, metrics, protocol
 from wshub.config import Settings
+from wshub.connection import FastPath
 from wshub.dashboard import admin_router
 from wshub.hub import Hub, Refusal
 
@@ -47,20 +48,23 @@ STATIC: Final = Path(__file__).resolve().parent / "static"
 
 PAGES: Final = {"/": "chat.html", "/admin": "admin.html", "/asyncapi": "asyncapi.html"}
 
+FAST = "wshub.fast"
+"""ASGI extension offered by wshub's uvicorn protocol: a :class:`FastPath` to the transport."""
+
 _background: set[asyncio.Task[Any]] = set()
 
 
 class AsgiLink:
     """A connection's transport through the standard ASGI WebSocket messages."""
 
-    __slots__ = ("_close_now", "_close_timeout", "_send")
+    __slots__ = ("_close_now", "_close_timeout", "_send", "fast")
 
     def __init__(self, scope: Scope, send: Send, close_timeout: float) -> None:
         self._send = send
         self._close_timeout = close_timeout
-        self._close_now: Callable[[int, str, float], None] | None = (
-            scope.get("extensions") or {}
-        ).get(CLOSE_NOW)
+        extensions = scope.get("extensions") or {}
+        self._close_now: Callable[[int, str, float], None] | None = extensions.get(CLOSE_NOW)
+        self.fast: FastPath | None = extensions.get(FAST)
 
     async def send_text(self, text: str) -> None:
         await self._send({"type": "websocket.send", "text": text})

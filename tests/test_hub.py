@@ -302,6 +302,6 @@ async def test_channels_and_disconnect_through_the_broker(hub: Hub) -> None:
     assert await hub.broker.channels() == {"room": 3, "other": 1}
     await hub.broker.disconnect("b")
     await settle()
-    assert b.link.closed == (1000, "disconnected by the server")
-    assert b2.link.closed == (1000, "disconnected by the server")
+    assert b.link.closed == (1008, "disconnected by the server")
+    assert b2.link.closed == (1008, "disconnected by the server")
     assert a.link.closed is None

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
+from wshub.permissions import Permissions
 from wshub.protocol import CloseCode
 from wshub.ratelimit import RateLimiter
 
@@ -46,6 +48,7 @@ class Connection:
 
     __slots__ = (
         "_closing",
+        "_expiry",
         "_link",
         "_on_overflow",
         "_queue",
@@ -56,6 +59,7 @@ class Connection:
         "close_code",
         "closed",
         "kind",
+        "permissions",
         "rate",
         "session",
         "user",
@@ -70,12 +74,15 @@ class Connection:
         on_overflow: Callable[[Connection], None],
         rate: RateLimiter | None = None,
         kind: str = "ws",
+        permissions: Permissions | None = None,
     ) -> None:
         self.session = session
         self.user = user
         self.kind = kind
         self.channels: dict[str, None] = {}
         self.rate = rate
+        self.permissions = permissions
+        """The channels this connection may use; None allows all (open mode)."""
         self.closed = False
         self.close_code: int | None = None
         self._link = link
@@ -85,9 +92,25 @@ class Connection:
         self._wake: asyncio.Future[None] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._closing: tuple[int, str] | None = None
+        self._expiry: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+
+    def expire_at(self, when: float) -> None:
+        """Close with 4001 at ``when`` (seconds since the Unix epoch): the token's ``exp``.
+
+        One timer per connection, cancelled when the connection ends; nothing polls.
+        """
+        delay = max(0.0, when - time.time())
+        self._expiry = asyncio.get_running_loop().call_later(
+            delay, self.close, CloseCode.TOKEN_EXPIRED, "token expired"
+        )
+
+    @property
+    def closing(self) -> bool:
+        """Closed or asked to close: frames from the client are no longer served."""
+        return self.closed or self._closing is not None
 
     @property
     def queued(self) -> int:
@@ -143,6 +166,9 @@ class Connection:
     def _finish(self) -> None:
         self.closed = True
         self._queue.clear()
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         writer = self._writer
         if writer is not None and not writer.done() and writer is not asyncio.current_task():
             writer.cancel()

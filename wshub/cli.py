@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from typing import Annotated, Any
 
@@ -19,8 +20,21 @@ app = typer.Typer(
 _D = Settings()
 
 
-def _opt(help: str, env: str) -> Any:
-    return typer.Option(help=help, envvar=f"WSHUB_{env}", show_default=True)
+log = logging.getLogger("wshub.cli")
+
+
+def _opt(help: str, env: str, show_default: bool | str = True) -> Any:
+    return typer.Option(help=help, envvar=f"WSHUB_{env}", show_default=show_default)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach ``host``; a name other than localhost may not be."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @app.command()
@@ -69,11 +83,45 @@ def serve(
         float,
         _opt("Seconds for a vanished node to leave presence (shared brokers).", "PRESENCE_TTL"),
     ] = _D.presence_ttl,
+    jwt_secret: Annotated[
+        str,
+        _opt(
+            "HS256 secret (at least 32 bytes): clients need a JWT. Unset: open mode.",
+            "JWT_SECRET",
+            "none: open mode",
+        ),
+    ] = "",
+    jwt_public_key: Annotated[
+        str,
+        _opt(
+            "PEM public key file (RSA: RS256, EC P-256: ES256): clients need a JWT.",
+            "JWT_PUBLIC_KEY",
+            "none: open mode",
+        ),
+    ] = "",
+    allowed_origins: Annotated[
+        str,
+        _opt(
+            "Comma-separated origins allowed to connect; any other Origin gets 403.",
+            "ALLOWED_ORIGINS",
+            "any origin",
+        ),
+    ] = "",
+    api_key: Annotated[
+        str,
+        _opt(
+            "Key for the HTTP API (/api, header 'Authorization: apikey KEY').",
+            "API_KEY",
+            "none: API off",
+        ),
+    ] = "",
     log_level: Annotated[str, _opt("debug, info, warning or error.", "LOG_LEVEL")] = "info",
 ) -> None:
     """Run a wshub node: /ws (JSON protocol), /ws/{client_id} (plain-text chat), /healthz."""
     import uvicorn
 
+    from wshub.auth import TokenVerifier
+    from wshub.handshake import Handshake
     from wshub.hub import Hub
     from wshub.server import create_app
     from wshub.uvicorn_ws import WshubWebSocketProtocol
@@ -91,15 +139,31 @@ def serve(
         ping_timeout=ping_timeout,
         presence_ttl=presence_ttl,
     )
+    if jwt_secret and jwt_public_key:
+        raise typer.BadParameter("give --jwt-secret or --jwt-public-key, not both")
     try:
         settings.validate()
+        verifier = (
+            TokenVerifier.from_secret(jwt_secret)
+            if jwt_secret
+            else TokenVerifier.from_public_key_file(jwt_public_key)
+            if jwt_public_key
+            else None
+        )
         hub = Hub(broker, settings)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    handshake = Handshake(verifier, allowed_origins.split(","))
     level = log_level.lower()
     logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    if verifier is None and not is_loopback(host):
+        log.warning(
+            "OPEN MODE on %s: no --jwt-secret or --jwt-public-key, so anyone who can reach "
+            "this address connects as any user they name and may join and publish anywhere",
+            host,
+        )
     config = uvicorn.Config(
-        create_app(hub),
+        create_app(hub, handshake, api_key or None),
         host=host,
         port=port,
         ws=WshubWebSocketProtocol,
@@ -112,6 +176,36 @@ def serve(
         lifespan="on",
     )
     uvicorn.Server(config).run()
+
+
+@app.command()
+def token(
+    user: Annotated[str, typer.Option(help="The token's user id (the sub claim).")],
+    join: Annotated[
+        list[str] | None,
+        typer.Option(help="A channel pattern the user may join; repeatable. * is a wildcard."),
+    ] = None,
+    publish: Annotated[
+        list[str] | None,
+        typer.Option(help="A channel pattern the user may publish to; repeatable."),
+    ] = None,
+    ttl: Annotated[
+        int, typer.Option(help="Seconds until the token expires.", min=1, show_default=True)
+    ] = 3600,
+    jwt_secret: Annotated[
+        str,
+        _opt("The HS256 secret the server verifies with.", "JWT_SECRET", False),
+    ] = "",
+) -> None:
+    """Print a development token (HS256) signed with the server's secret."""
+    from wshub.auth import mint_token
+
+    if not jwt_secret:
+        raise typer.BadParameter("set WSHUB_JWT_SECRET or --jwt-secret", param_hint="--jwt-secret")
+    try:
+        typer.echo(mint_token(jwt_secret, user, join or (), publish or (), ttl))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 @app.command()

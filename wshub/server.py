@@ -10,16 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
-from urllib.parse import parse_qs
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 from starlette.routing import WebSocketRoute
 
-from wshub import __version__, protocol
+from wshub import __version__
+from wshub.auth import Identity
+from wshub.handshake import Handshake
 from wshub.hub import Hub, Refusal
 
 __all__ = ["AsgiLink", "build_router", "create_app"]
@@ -71,19 +71,6 @@ class AsgiLink:
             await asyncio.wait_for(self.close(code, reason), self._close_timeout)
 
 
-def open_mode_user(scope: Scope) -> str | None:
-    """The user id in open mode: ``?user=NAME``, or a fresh ``anon-XXXXXXXX``.
-
-    None when the requested name is not a valid user id.
-    """
-    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-    names = query.get("user")
-    if not names:
-        return f"anon-{secrets.token_hex(4)}"
-    name = names[0]
-    return name if protocol.is_user_id(name) else None
-
-
 async def refuse(scope: Scope, send: Send, refusal: Refusal) -> None:
     """Refuse a WebSocket handshake with an HTTP status, before any upgrade."""
     if "websocket.http.response" not in (scope.get("extensions") or {}):
@@ -102,17 +89,19 @@ async def refuse(scope: Scope, send: Send, refusal: Refusal) -> None:
 class ProtocolEndpoint:
     """``/ws``: the JSON protocol of PROTOCOL.md."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, handshake: Handshake) -> None:
         self.hub = hub
+        self.handshake = handshake
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
             return
         hub = self.hub
-        user = open_mode_user(scope)
-        if user is None:
-            await refuse(scope, send, Refusal(400, "invalid user id"))
+        identity = self.handshake.identify(scope)
+        if isinstance(identity, Refusal):
+            await refuse(scope, send, identity)
             return
+        user = identity.user
         refusal = hub.admit(user)
         if refusal is not None:
             await refuse(scope, send, refusal)
@@ -120,9 +109,14 @@ class ProtocolEndpoint:
         try:
             await hub.start()
             await send({"type": "websocket.accept"})
-            conn = hub.connect(user, AsgiLink(scope, send, hub.settings.close_timeout))
+            conn = hub.connect(
+                user,
+                AsgiLink(scope, send, hub.settings.close_timeout),
+                permissions=identity.permissions,
+                expires=identity.expires,
+            )
             try:
-                hub.welcome(conn)
+                await hub.greet(conn)
                 handle_text = hub.handle_text
                 while True:
                     message = await receive()
@@ -142,16 +136,25 @@ class ProtocolEndpoint:
 
 
 class ChatEndpoint:
-    """``/ws/{client_id}``: the FastAPI tutorial's plain-text chat, without its bugs."""
+    """``/ws/{client_id}``: the FastAPI tutorial's plain-text chat, without its bugs.
 
-    def __init__(self, hub: Hub) -> None:
+    With auth on, it needs a token like ``/ws``, and ``client_id`` must be the token's user:
+    otherwise anyone could chat, unauthenticated, under any name.
+    """
+
+    def __init__(self, hub: Hub, handshake: Handshake) -> None:
         self.hub = hub
+        self.handshake = handshake
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
             return
         hub = self.hub
         client_id = str(scope.get("path_params", {}).get("client_id", ""))
+        identity = self._identify(scope, client_id)
+        if isinstance(identity, Refusal):
+            await refuse(scope, send, identity)
+            return
         refusal = hub.admit(client_id)
         if refusal is not None:
             await refuse(scope, send, refusal)
@@ -159,7 +162,12 @@ class ChatEndpoint:
         try:
             await hub.start()
             await send({"type": "websocket.accept"})
-            conn = hub.connect(client_id, AsgiLink(scope, send, hub.settings.close_timeout), "chat")
+            conn = hub.connect(
+                client_id,
+                AsgiLink(scope, send, hub.settings.close_timeout),
+                "chat",
+                expires=identity.expires,
+            )
             try:
                 await hub.chat_join(conn)
                 while True:
@@ -178,17 +186,43 @@ class ChatEndpoint:
         finally:
             hub.release(client_id)
 
+    def _identify(self, scope: Scope, client_id: str) -> Identity | Refusal:
+        if self.handshake.open_mode:
+            # Open mode keeps the tutorial's behaviour: any client id, no ``?user=``; only
+            # the origin is checked.
+            scope = {**scope, "query_string": b""}
+        identity = self.handshake.identify(scope)
+        if (
+            isinstance(identity, Identity)
+            and not self.handshake.open_mode
+            and identity.user != client_id
+        ):
+            return Refusal(403, "the client id must be the token's user")
+        return identity
 
-def build_router(hub: Hub) -> APIRouter:
-    """The routes a hub adds to an app; including them also starts and stops the hub."""
+
+def build_router(hub: Hub, handshake: Handshake | None = None) -> APIRouter:
+    """The routes a hub adds to an app; including them also starts and stops the hub.
+
+    ``handshake`` sets what is checked before an upgrade (token, origin); the default is
+    open mode with any origin, for a hub whose app authenticates through ``authorize``.
+    """
+    handshake = handshake or Handshake()
     router = APIRouter(lifespan=hub.lifespan)
-    router.routes.append(WebSocketRoute("/ws", ProtocolEndpoint(hub), name="wshub"))
-    router.routes.append(WebSocketRoute("/ws/{client_id}", ChatEndpoint(hub), name="wshub_chat"))
+    router.routes.append(WebSocketRoute("/ws", ProtocolEndpoint(hub, handshake), name="wshub"))
+    router.routes.append(
+        WebSocketRoute("/ws/{client_id}", ChatEndpoint(hub, handshake), name="wshub_chat")
+    )
     return router
 
 
-def create_app(hub: Hub | None = None) -> FastAPI:
-    """The standalone wshub server: the hub's routes plus health."""
+def create_app(
+    hub: Hub | None = None, handshake: Handshake | None = None, api_key: str | None = None
+) -> FastAPI:
+    """The standalone wshub server: the hub's routes, the HTTP API when a key is set, health.
+
+    Without ``api_key`` the HTTP API is not mounted at all: ``/api/*`` is a plain 404.
+    """
     hub = hub or Hub()
     app = FastAPI(
         title="wshub",
@@ -198,7 +232,11 @@ def create_app(hub: Hub | None = None) -> FastAPI:
             "(see docs/protocol.md); `/ws/{client_id}` is a plain-text chat."
         ),
     )
-    app.include_router(hub.router)
+    app.include_router(build_router(hub, handshake))
+    if api_key:
+        from wshub.api import build_api
+
+        app.include_router(build_api(hub, api_key))
     app.state.hub = hub
 
     @app.get("/healthz", tags=["operations"])

@@ -291,7 +291,9 @@ class Hub:
             return
         limit = self.settings.max_frame_bytes
         # A str of n code points is n to 4n bytes of UTF-8: encode only when it matters.
-        if len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit):
+        if len(text) > limit or (
+            len(text) * 4 > limit and len(text.encode(errors="surrogatepass")) > limit
+        ):
             conn.push(protocol.error(ErrorCode.TOO_LARGE, f"frame over {limit} bytes"))
             return
         try:

@@ -407,3 +407,18 @@ async def test_connect_hooks_run_once_and_their_failures_are_contained(
         assert seen == [("connect", "ann", conn.session), ("disconnect", "ann", conn.session)]
     finally:
         await hub.stop()
+
+
+async def test_authorize_may_refuse_with_its_own_message() -> None:
+    async def authorize(user: str, action: str, channel: str) -> bool:
+        if channel == "vip":
+            raise Forbidden("members only")
+        return True
+
+    hub = Hub("memory://", authorize=authorize)
+    await hub.start()
+    try:
+        reply = await Peer(hub, "a").say({"type": "join", "channel": "vip", "id": 9})
+        assert reply == {"type": "error", "code": "forbidden", "message": "members only", "id": 9}
+    finally:
+        await hub.stop()

@@ -25,14 +25,14 @@ system-deps:
 
 # Everything CI runs: format, lint, types, tests.
 test: $(STAMP) system-deps
-	$(VENV)/bin/ruff format --check wshub tests benchmarks
-	$(VENV)/bin/ruff check wshub tests benchmarks
+	$(VENV)/bin/ruff format --check wshub tests benchmarks examples
+	$(VENV)/bin/ruff check wshub tests benchmarks examples
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format wshub tests benchmarks
-	$(VENV)/bin/ruff check --fix wshub tests benchmarks
+	$(VENV)/bin/ruff format wshub tests benchmarks examples
+	$(VENV)/bin/ruff check --fix wshub tests benchmarks examples
 
 # Retake docs/chat.png and docs/dashboard.png with Playwright and Chromium.
 screenshots: $(STAMP) system-deps

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -159,8 +160,11 @@ class Client:
 
 
 @contextlib.asynccontextmanager
-async def connect(base: str, user: str | None = None, **kwargs: Any) -> AsyncIterator[Client]:
-    url = f"{base}/ws" + (f"?user={user}" if user else "")
+async def connect(
+    base: str, user: str | None = None, *, token: str | None = None, **kwargs: Any
+) -> AsyncIterator[Client]:
+    query = {k: v for k, v in (("user", user), ("token", token)) if v}
+    url = f"{base}/ws" + (f"?{urllib.parse.urlencode(query)}" if query else "")
     kwargs.setdefault("close_timeout", 1)  # peers the tests cut off must not hold them up
     async with websockets.connect(url, **kwargs) as ws:
         client = Client(ws)

@@ -28,6 +28,10 @@ FLAGS = {
     "--ping-interval": "20",
     "--ping-timeout": "20",
     "--presence-ttl": "30",
+    "--jwt-secret": "(none: open mode)",
+    "--jwt-public-key": "(none: open mode)",
+    "--allowed-origins": "(any origin)",
+    "--api-key": "(none: API off)",
     "--log-level": "info",
 }
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import pytest
 
-from wshub import Hub, Settings
+from wshub import Forbidden, Hub, Permissions, Settings
 from wshub.brokers import BrokerUnavailable
 from wshub.brokers.memory import MemoryBroker
 from wshub.connection import Connection
@@ -48,10 +49,10 @@ async def settle() -> None:
 
 
 class Peer:
-    def __init__(self, hub: Hub, user: str) -> None:
+    def __init__(self, hub: Hub, user: str, **connect: Any) -> None:
         self.hub = hub
         self.link = FakeLink()
-        self.conn: Connection = hub.connect(user, self.link)
+        self.conn: Connection = hub.connect(user, self.link, **connect)
 
     async def say(self, frame: dict[str, Any] | str) -> dict[str, Any]:
         """Send a frame and return the last frame written after it."""
@@ -305,8 +306,8 @@ async def test_channels_and_disconnect_through_the_broker(hub: Hub) -> None:
     assert await hub.broker.channels() == {"room": 3, "other": 1}
     await hub.broker.disconnect("b")
     await settle()
-    assert b.link.closed == (1000, "disconnected by the server")
-    assert b2.link.closed == (1000, "disconnected by the server")
+    assert b.link.closed == (1008, "disconnected by the server")
+    assert b2.link.closed == (1008, "disconnected by the server")
     assert a.link.closed is None
 
 
@@ -390,3 +391,119 @@ async def test_a_new_epoch_restarts_offsets_without_a_gap() -> None:
     assert (first["offset"], second["offset"]) == (1, 1)
     assert first["epoch"] != second["epoch"]
     await hub.stop()
+
+
+# --- permissions, expiry and hooks ------------------------------------------------------------
+
+
+async def test_connection_permissions_and_authorize_must_both_agree() -> None:
+    async def authorize(user: str, action: str, channel: str) -> bool:
+        return channel != "chat:closed"
+
+    hub = Hub("memory://", authorize=authorize)
+    await hub.start()
+    try:
+        peer = Peer(hub, "ann", permissions=Permissions("ann", join=["chat:*"]))
+        assert (await peer.say({"type": "join", "channel": "chat:a"}))["type"] == "joined"
+        assert (await peer.say({"type": "join", "channel": "chat:closed"}))["code"] == "forbidden"
+        assert (await peer.say({"type": "join", "channel": "news:a"}))["code"] == "forbidden"
+        assert (await peer.say({"type": "join", "channel": "user:ann"}))["type"] == "joined"
+    finally:
+        await hub.stop()
+
+
+async def test_expiry_closes_with_4001_and_later_frames_are_not_served(hub: Hub) -> None:
+    link = FakeLink()
+    conn = hub.connect("ann", link, expires=time.time() + 0.05)
+    await asyncio.sleep(0.2)
+    assert link.closed == (4001, "token expired")
+    await hub.handle_text(conn, '{"type":"publish","channel":"room","data":1}')
+    assert await hub.broker.recover("room", None, None) is not None
+    assert (await hub.broker.history("room", None, None, 10))[1] == []  # nothing published
+    await hub.disconnect(conn)
+
+
+async def test_expiry_timer_is_cancelled_on_disconnect(hub: Hub) -> None:
+    link = FakeLink()
+    conn = hub.connect("ann", link, expires=time.time() + 0.1)
+    await hub.disconnect(conn)
+    await asyncio.sleep(0.2)
+    assert link.closed is None
+
+
+async def test_on_publish_errors_become_error_codes(caplog: pytest.LogCaptureFixture) -> None:
+    async def on_publish(user: str, channel: str, data: Any) -> Any:
+        if data == "refuse":
+            raise Forbidden()
+        if data == "bug":
+            raise RuntimeError("a bug in the hook")
+        return {"wrapped": data}
+
+    hub = Hub("memory://", on_publish=on_publish)
+    await hub.start()
+    try:
+        a = Peer(hub, "a")
+        await a.say({"type": "join", "channel": "room"})
+        ack = await a.say({"type": "publish", "channel": "room", "data": 7, "id": 1})
+        assert ack["type"] == "ack"
+        assert a.link.of_type("message")[-1]["data"] == {"wrapped": 7}
+        refused = await a.say({"type": "publish", "channel": "room", "data": "refuse", "id": 2})
+        assert refused == {
+            "type": "error",
+            "code": "forbidden",
+            "message": "refused by the server: forbidden",
+            "id": 2,
+        }
+        with caplog.at_level("ERROR"):
+            bug = await a.say({"type": "publish", "channel": "room", "data": "bug", "id": 3})
+        assert (bug["code"], bug["id"]) == ("internal", 3)
+        assert "a bug in the hook" in caplog.text
+        huge = await a.say('{"type":"publish","channel":"room","data":1e400,"id":4}')
+        assert (huge["code"], huge["id"]) == ("bad_request", 4)
+        assert len(a.link.of_type("message")) == 1
+    finally:
+        await hub.stop()
+
+
+async def test_connect_hooks_run_once_and_their_failures_are_contained(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seen: list[tuple[str, str, str]] = []
+
+    async def on_connect(user: str, session: str) -> None:
+        seen.append(("connect", user, session))
+        raise RuntimeError("hook failed")
+
+    async def on_disconnect(user: str, session: str) -> None:
+        seen.append(("disconnect", user, session))
+
+    hub = Hub("memory://", on_connect=on_connect, on_disconnect=on_disconnect)
+    await hub.start()
+    try:
+        link = FakeLink()
+        conn = hub.connect("ann", link)
+        with caplog.at_level("ERROR"):
+            await hub.greet(conn)
+        await settle()
+        assert link.sent[0]["type"] == "welcome"
+        assert "on_connect hook failed" in caplog.text
+        await hub.disconnect(conn)
+        await hub.disconnect(conn)
+        assert seen == [("connect", "ann", conn.session), ("disconnect", "ann", conn.session)]
+    finally:
+        await hub.stop()
+
+
+async def test_authorize_may_refuse_with_its_own_message() -> None:
+    async def authorize(user: str, action: str, channel: str) -> bool:
+        if channel == "vip":
+            raise Forbidden("members only")
+        return True
+
+    hub = Hub("memory://", authorize=authorize)
+    await hub.start()
+    try:
+        reply = await Peer(hub, "a").say({"type": "join", "channel": "vip", "id": 9})
+        assert reply == {"type": "error", "code": "forbidden", "message": "members only", "id": 9}
+    finally:
+        await hub.stop()

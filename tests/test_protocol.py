@@ -268,3 +268,116 @@ def test_known_types_decode_or_get_bad_request(obj: dict[str, Any]) -> None:
         assert err.code == ErrorCode.BAD_REQUEST
     else:
         assert frame.__struct_config__.tag == obj["type"]
+
+
+# --- hostile input: invalid UTF-8, deep nesting, huge numbers, control characters -----------
+
+CHANNEL_TYPES = sorted(t for t, fields in protocol.REQUIRED_FIELDS.items() if "channel" in fields)
+invalid_utf8 = st.sampled_from(
+    [b"\xff", b"\xc3", b"\xc3(", b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80", b"\xe2\x82", b"\x80"]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    bad=invalid_utf8,
+    before=st.text(max_size=8).map(str.encode),
+    after=st.text(max_size=8).map(str.encode),
+    where=st.sampled_from(["channel", "data", "id", "meta", "key"]),
+)
+def test_invalid_utf8_anywhere_is_bad_json(
+    bad: bytes, before: bytes, after: bytes, where: str
+) -> None:
+    inner = (
+        json.dumps(before.decode())[:-1].encode() + bad + json.dumps(after.decode())[1:].encode()
+    )
+    frames = {
+        "channel": b'{"type":"join","channel":' + inner + b"}",
+        "data": b'{"type":"publish","channel":"a","data":' + inner + b"}",
+        "id": b'{"type":"ping","id":' + inner + b"}",
+        "meta": b'{"type":"join","channel":"a","meta":{"k":' + inner + b"}}",
+        "key": b'{"type":"ping",' + inner + b":1}",
+    }
+    err = decode_error(frames[where])
+    assert (err.code, err.frame_id) == (ErrorCode.BAD_JSON, None)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(st.characters(categories=["Cs"]), min_size=1, max_size=3))
+def test_lone_surrogates_in_a_str_are_bad_json(surrogates: str) -> None:
+    assert (
+        decode_error('{"type":"join","channel":"a' + surrogates + '"}').code == ErrorCode.BAD_JSON
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    depth=st.integers(1, 3000),
+    where=st.sampled_from(["frame", "data", "meta", "id", "channel", "since"]),
+)
+def test_deep_nesting_is_decoded_or_bad_json_never_a_crash(depth: int, where: str) -> None:
+    nest = "[" * depth + "]" * depth
+    text = {
+        "frame": nest,
+        "data": '{"type":"publish","channel":"a","data":' + nest + "}",
+        "meta": '{"type":"join","channel":"a","meta":' + nest + "}",
+        "id": '{"type":"ping","id":' + nest + "}",
+        "channel": '{"type":"join","channel":' + nest + "}",
+        "since": '{"type":"join","channel":"a","since":' + nest + "}",
+    }[where]
+    try:
+        frame = decode_client_frame(text)
+    except FrameError as err:
+        assert err.code in {ErrorCode.BAD_JSON, ErrorCode.BAD_REQUEST}
+        assert where != "data" or depth > 500  # reasonable nesting in data is fine
+    else:
+        assert where in {"data", "meta"}
+        raw = getattr(frame, where)
+        assert bytes(raw) == nest.encode()
+
+
+huge_numbers = st.one_of(
+    st.integers(min_value=2**63),
+    st.integers(max_value=-(2**63) - 1),
+    st.integers(1, 4000).map(lambda n: "9" * n),
+    st.sampled_from(["1e400", "-1e400", "1e-400", "123456789e999999", "0.1e-999999"]),
+).map(str)
+
+
+@settings(max_examples=200, deadline=None)
+@given(number=huge_numbers, where=st.sampled_from(["data", "limit", "offset", "id", "meta"]))
+def test_huge_numbers_are_kept_raw_or_refused(number: str, where: str) -> None:
+    text = {
+        "data": '{"type":"publish","channel":"a","data":' + number + "}",
+        "meta": '{"type":"join","channel":"a","meta":[' + number + "]}",
+        "limit": '{"type":"history","channel":"a","limit":' + number + "}",
+        "offset": '{"type":"join","channel":"a","since":{"offset":' + number + ',"epoch":"e"}}',
+        "id": '{"type":"ping","id":' + number + "}",
+    }[where]
+    try:
+        frame = decode_client_frame(text)
+    except FrameError as err:
+        assert where in {"limit", "offset", "id"}
+        assert err.code == ErrorCode.BAD_REQUEST
+    else:
+        if where == "data":  # a publication passes through byte for byte, whatever its size
+            assert bytes(frame.data) == number.encode()  # type: ignore[union-attr,arg-type]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    kind=st.sampled_from(CHANNEL_TYPES),
+    before=st.text("abcXYZ09_-.:@", max_size=60),
+    control=st.characters(categories=["Cc"]) | st.sampled_from(["\u2028", "\u200b", "\ufeff"]),
+    after=st.text("abcXYZ09_-.:@", max_size=60),
+    frame_id=st.integers(0, 2**31) | st.text(max_size=5),
+)
+def test_control_characters_in_channel_names_are_bad_request(
+    kind: str, before: str, control: str, after: str, frame_id: int | str
+) -> None:
+    obj: dict[str, Any] = {"type": kind, "channel": before + control + after, "id": frame_id}
+    if kind == "publish":
+        obj["data"] = 1
+    err = decode_error(json.dumps(obj))
+    assert (err.code, err.frame_id) == (ErrorCode.BAD_REQUEST, frame_id)
+    assert "channel" in err.message

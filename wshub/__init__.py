@@ -9,6 +9,8 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from wshub.config import Settings
+from wshub.hooks import BadRequest, Forbidden
 from wshub.hub import Hub
+from wshub.permissions import Permissions
 
-__all__ = ["Hub", "Settings", "__version__"]
+__all__ = ["BadRequest", "Forbidden", "Hub", "Permissions", "Settings", "__version__"]

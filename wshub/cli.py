@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import os
@@ -23,8 +24,21 @@ app = typer.Typer(
 _D = Settings()
 
 
-def _opt(help: str, env: str) -> Any:
-    return typer.Option(help=help, envvar=f"WSHUB_{env}", show_default=True)
+log = logging.getLogger("wshub.cli")
+
+
+def _opt(help: str, env: str, show_default: bool | str = True) -> Any:
+    return typer.Option(help=help, envvar=f"WSHUB_{env}", show_default=show_default)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach ``host``; a name other than localhost may not be."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @app.command()
@@ -85,12 +99,36 @@ def serve(
         float,
         _opt("Seconds for a vanished node to leave presence (shared brokers).", "PRESENCE_TTL"),
     ] = _D.presence_ttl,
+    jwt_secret: Annotated[
+        str,
+        _opt(
+            "HS256 secret (at least 32 bytes): clients need a JWT. Unset: open mode.",
+            "JWT_SECRET",
+            "none: open mode",
+        ),
+    ] = "",
+    jwt_public_key: Annotated[
+        str,
+        _opt(
+            "PEM public key file (RSA: RS256, EC P-256: ES256): clients need a JWT.",
+            "JWT_PUBLIC_KEY",
+            "none: open mode",
+        ),
+    ] = "",
+    allowed_origins: Annotated[
+        str,
+        _opt(
+            "Comma-separated origins allowed to connect; any other Origin gets 403.",
+            "ALLOWED_ORIGINS",
+            "any origin",
+        ),
+    ] = "",
     api_key: Annotated[
         str,
-        typer.Option(
-            help="Key for /admin/stats (Authorization: apikey KEY); empty: the dashboard is off.",
-            envvar="WSHUB_API_KEY",
-            show_default=False,
+        _opt(
+            "Key for the HTTP API (/api, header 'Authorization: apikey KEY').",
+            "API_KEY",
+            "none: API off",
         ),
     ] = "",
     fast_path: Annotated[
@@ -109,8 +147,7 @@ def serve(
     import uvicorn
 
     from wshub.brokers import is_shared
-    from wshub.hub import Hub
-    from wshub.server import WORKER_CONFIG, WorkerConfig, create_app
+    from wshub.server import SERVE_CONFIG, ServeConfig, build_app
 
     settings = Settings(
         max_connections=max_connections,
@@ -126,8 +163,15 @@ def serve(
         presence_ttl=presence_ttl,
         fast_path=fast_path,
     )
+    config = ServeConfig(
+        broker=broker,
+        settings=settings,
+        jwt_secret=jwt_secret or None,
+        jwt_public_key=jwt_public_key or None,
+        allowed_origins=[o for o in allowed_origins.split(",") if o.strip()],
+        api_key=api_key or None,
+    )
     try:
-        settings.validate()
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         if workers > 1 and not is_shared(broker):
@@ -136,11 +180,17 @@ def serve(
                 f"{broker} each worker would be a separate hub whose clients cannot reach "
                 "each other"
             )
-        hub = Hub(broker, settings)
+        app_ = build_app(config)  # validates every setting before anything listens
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     level = log_level.lower()
     logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    if config.jwt_secret is None and config.jwt_public_key is None and not is_loopback(host):
+        log.warning(
+            "OPEN MODE on %s: no --jwt-secret or --jwt-public-key, so anyone who can reach "
+            "this address connects as any user they name and may join and publish anywhere",
+            host,
+        )
     options: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -154,11 +204,10 @@ def serve(
         "lifespan": "on",
     }
     if workers == 1:
-        uvicorn.Server(uvicorn.Config(create_app(hub, api_key=api_key or None), **options)).run()
+        uvicorn.Server(uvicorn.Config(app_, **options)).run()
         return
     # Each worker builds its own hub (its own node id) from the same configuration.
-    config = WorkerConfig(broker, settings, api_key or None)
-    os.environ[WORKER_CONFIG] = msgspec.json.encode(config).decode()
+    os.environ[SERVE_CONFIG] = msgspec.json.encode(config).decode()
     uvicorn.run("wshub.server:app_from_environment", factory=True, workers=workers, **options)
 
 
@@ -240,6 +289,36 @@ def publish(
         typer.echo(f"cannot connect to {url}: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(json.dumps({"channel": channel, "offset": offset}))
+
+
+@app.command()
+def token(
+    user: Annotated[str, typer.Option(help="The token's user id (the sub claim).")],
+    join: Annotated[
+        list[str] | None,
+        typer.Option(help="A channel pattern the user may join; repeatable. * is a wildcard."),
+    ] = None,
+    publish: Annotated[
+        list[str] | None,
+        typer.Option(help="A channel pattern the user may publish to; repeatable."),
+    ] = None,
+    ttl: Annotated[
+        int, typer.Option(help="Seconds until the token expires.", min=1, show_default=True)
+    ] = 3600,
+    jwt_secret: Annotated[
+        str,
+        _opt("The HS256 secret the server verifies with.", "JWT_SECRET", False),
+    ] = "",
+) -> None:
+    """Print a development token (HS256) signed with the server's secret."""
+    from wshub.auth import mint_token
+
+    if not jwt_secret:
+        raise typer.BadParameter("set WSHUB_JWT_SECRET or --jwt-secret", param_hint="--jwt-secret")
+    try:
+        typer.echo(mint_token(jwt_secret, user, join or (), publish or (), ttl))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 @app.command()

@@ -23,11 +23,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
 from wshub.frame import Frame, text_frame
+from wshub.permissions import Permissions
 from wshub.protocol import CloseCode
 from wshub.ratelimit import RateLimiter
 
@@ -79,6 +81,7 @@ class Connection:
 
     __slots__ = (
         "_closing",
+        "_expiry",
         "_link",
         "_on_overflow",
         "_queue_size",
@@ -86,6 +89,7 @@ class Connection:
         "close_code",
         "closed",
         "kind",
+        "permissions",
         "rate",
         "session",
         "user",
@@ -100,18 +104,22 @@ class Connection:
         on_overflow: Callable[[Connection], None],
         rate: RateLimiter | None = None,
         kind: str = "ws",
+        permissions: Permissions | None = None,
     ) -> None:
         self.session = session
         self.user = user
         self.kind = kind
         self.channels: dict[str, None] = {}
         self.rate = rate
+        self.permissions = permissions
+        """The channels this connection may use; None allows all (open mode)."""
         self.closed = False
         self.close_code: int | None = None
         self._link = link
         self._queue_size = queue_size
         self._on_overflow = on_overflow
         self._closing: tuple[int, str] | None = None
+        self._expiry: asyncio.TimerHandle | None = None
 
     # --- what subclasses provide ----------------------------------------------------------
 
@@ -140,6 +148,26 @@ class Connection:
 
     # --- shared ---------------------------------------------------------------------------
 
+    def expire_at(self, when: float) -> None:
+        """Close with 4001 at ``when`` (seconds since the Unix epoch): the token's ``exp``.
+
+        One timer per connection, cancelled when the connection ends; nothing polls.
+        """
+        delay = max(0.0, when - time.time())
+        self._expiry = asyncio.get_running_loop().call_later(
+            delay, self.close, CloseCode.TOKEN_EXPIRED, "token expired"
+        )
+
+    @property
+    def closing(self) -> bool:
+        """Closed or asked to close: frames from the client are no longer served."""
+        return self.closed or self._closing is not None
+
+    def _cancel_expiry(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+
     def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Close after the frames already queued have been written."""
         if self.closed or self._closing is not None:
@@ -154,12 +182,14 @@ class Connection:
             return
         self.close_code = code
         self.closed = True
+        self._cancel_expiry()
         self._discard()
         self._link.drop(code, reason)
 
     async def stop(self) -> None:
         """Release the connection once it is over; safe to call more than once."""
         self.closed = True
+        self._cancel_expiry()
         self._discard()
 
     def _overflow(self) -> None:

@@ -28,7 +28,9 @@ from wshub.channel import Gap, LocalChannel, PendingJoin
 from wshub.config import Settings
 from wshub.connection import AsgiConnection, Connection, DirectConnection, Flusher, Link
 from wshub.frame import Frame
+from wshub.hooks import Authorize, HookRefusal, OnConnect, OnDisconnect, OnPublish
 from wshub.metrics import HubMetrics
+from wshub.permissions import Permissions
 from wshub.protocol import ErrorCode, FrameError
 from wshub.publication import Publication
 from wshub.ratelimit import RateLimiter
@@ -39,9 +41,6 @@ if TYPE_CHECKING:
 __all__ = ["CHAT_CHANNEL", "Authorize", "Hub", "Refusal"]
 
 log = logging.getLogger("wshub.hub")
-
-Authorize = Callable[[str, str, str], Awaitable[bool]]
-"""``authorize(user, action, channel)``: action is ``"join"`` or ``"publish"``."""
 
 CHAT_CHANNEL = "$chat"
 """The plain-text chat's broadcast channel; ``$`` keeps it out of reach of protocol clients."""
@@ -62,6 +61,10 @@ class Hub:
     >>> hub = Hub("memory://")                         # doctest: +SKIP
     >>> app.include_router(hub.router)                 # doctest: +SKIP
     >>> await hub.publish("orders:42", {"status": "shipped"})  # doctest: +SKIP
+
+    Hooks (see :mod:`wshub.hooks`) are plain async callables: ``authorize`` decides joins and
+    publications beyond a connection's own permissions, ``on_publish`` validates or transforms
+    what clients publish, ``on_connect`` and ``on_disconnect`` observe protocol connections.
     """
 
     def __init__(
@@ -70,6 +73,9 @@ class Hub:
         settings: Settings | None = None,
         *,
         authorize: Authorize | None = None,
+        on_publish: OnPublish | None = None,
+        on_connect: OnConnect | None = None,
+        on_disconnect: OnDisconnect | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.settings.validate()
@@ -80,6 +86,9 @@ class Hub:
             create_broker(broker, self.settings, self.node) if isinstance(broker, str) else broker
         )
         self.authorize = authorize
+        self.on_publish = on_publish
+        self.on_connect = on_connect
+        self.on_disconnect = on_disconnect
         self._channels: dict[str, LocalChannel] = {}
         self._users: dict[str, dict[Connection, None]] = {}
         self._attached: dict[Connection, None] = {}
@@ -184,12 +193,24 @@ class Hub:
 
     # --- connections -----------------------------------------------------------------------
 
-    def connect(self, user: str, link: Link, kind: str = "ws") -> Connection:
-        """Create and register a connection for an admitted user, with its writer started."""
+    def connect(
+        self,
+        user: str,
+        link: Link,
+        kind: str = "ws",
+        *,
+        permissions: Permissions | None = None,
+        expires: float | None = None,
+    ) -> Connection:
+        """Create and register a connection for an admitted user, with its writer started.
+
+        ``permissions`` limit the channels it may use (None: all); ``expires`` (seconds since
+        the Unix epoch) closes it with 4001 at that moment, when its token ends.
+        """
         s = self.settings
         rate = RateLimiter(s.rate_limit, self.clock()) if s.rate_limit > 0 else None
         session = secrets.token_hex(8)
-        args = (session, user, link, s.queue_size, self._on_overflow, rate, kind)
+        args = (session, user, link, s.queue_size, self._on_overflow, rate, kind, permissions)
         fast = link.fast
         conn: Connection = (
             AsgiConnection(*args)
@@ -201,6 +222,8 @@ class Hub:
             self._users.setdefault(user, {})[conn] = None
         conn.start()
         self.metrics.connection_opened()
+        if expires is not None:
+            conn.expire_at(expires)
         return conn
 
     async def ready(self, conn: Connection) -> None:
@@ -224,6 +247,15 @@ class Hub:
             )
         )
 
+    async def greet(self, conn: Connection) -> None:
+        """Queue the ``welcome`` frame, then tell the ``on_connect`` hook."""
+        self.welcome(conn)
+        if self.on_connect is not None:
+            try:
+                await self.on_connect(conn.user, conn.session)
+            except Exception:
+                log.exception("on_connect hook failed for %s", conn.user)
+
     async def disconnect(self, conn: Connection) -> None:
         """Forget a connection: its channels, its presence, its queue. Idempotent."""
         if self._attached.pop(conn, 0) == 0:
@@ -241,6 +273,11 @@ class Hub:
         for name in channels:
             await self._unsubscribe(conn, name)
         await conn.stop()
+        if self.on_disconnect is not None and conn.kind == "ws":
+            try:
+                await self.on_disconnect(conn.user, conn.session)
+            except Exception:
+                log.exception("on_disconnect hook failed for %s", conn.user)
 
     def _on_overflow(self, conn: Connection) -> None:
         # Called from inside a fan-out loop: leave the channels on the next tick, not while
@@ -262,11 +299,15 @@ class Hub:
 
     async def handle_text(self, conn: Connection, text: str) -> None:
         """Serve one text frame from a protocol client. Never raises for bad input."""
+        if conn.closing:  # e.g. its token expired: nothing more is done on its behalf
+            return
         if not self._within_rate(conn):
             return
         limit = self.settings.max_frame_bytes
         # A str of n code points is n to 4n bytes of UTF-8: encode only when it matters.
-        if len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit):
+        if len(text) > limit or (
+            len(text) * 4 > limit and len(text.encode(errors="surrogatepass")) > limit
+        ):
             self._error(conn, ErrorCode.TOO_LARGE, f"frame over {limit} bytes")
             return
         try:
@@ -278,6 +319,9 @@ class Hub:
             await self._dispatch(conn, frame)
         except FrameError as exc:
             self._error(conn, exc.code, exc.message, exc.frame_id)
+        except HookRefusal as exc:
+            message = str(exc) or f"refused by the server: {exc.code}"
+            self._error(conn, exc.code, message, protocol.frame_id(frame))
         except BrokerUnavailable:
             self._error(
                 conn,
@@ -333,7 +377,7 @@ class Hub:
                 self.metrics.direct_sent_once(time.perf_counter() - started)
                 conn.push(protocol.encode(protocol.Ack(id=fid)))
             case protocol.PresenceRequest():
-                await self._check(conn.user, "join", frame.channel, frame)
+                await self._check(conn, "join", frame.channel, frame)
                 members = await self.broker.presence(frame.channel)
                 reply = protocol.Presence(
                     channel=frame.channel,
@@ -342,7 +386,7 @@ class Hub:
                 )
                 conn.push(protocol.encode(reply))
             case protocol.HistoryRequest():
-                await self._check(conn.user, "join", frame.channel, frame)
+                await self._check(conn, "join", frame.channel, frame)
                 since = frame.since
                 offset, epoch = (None, None) if since is UNSET else (since.offset, since.epoch)
                 epoch, pubs = await self.broker.history(frame.channel, offset, epoch, frame.limit)
@@ -357,25 +401,42 @@ class Hub:
                 conn.push(protocol.encode(protocol.Pong(id=fid)))
 
     async def _check(
-        self, user: str, action: str, channel: str, frame: protocol.ClientFrame
+        self, conn: Connection, action: str, channel: str, frame: protocol.ClientFrame
     ) -> None:
-        if not await self.allowed(user, action, channel):
+        if not await self.allowed(conn, action, channel):
             raise FrameError(
                 ErrorCode.FORBIDDEN,
                 f"no permission to {action} {channel!r}",
                 protocol.frame_id(frame),
             )
 
-    async def allowed(self, user: str, action: str, channel: str) -> bool:
+    async def allowed(self, conn: Connection, action: str, channel: str) -> bool:
+        """Both the connection's own permissions and the ``authorize`` hook must agree."""
+        permissions = conn.permissions
+        if permissions is not None and not permissions.allows(action, channel):
+            return False
         if self.authorize is None:
             return True
-        return await self.authorize(user, action, channel)
+        return await self.authorize(conn.user, action, channel)
 
     async def _publish(self, conn: Connection, frame: protocol.Publish) -> None:
-        await self._check(conn.user, "publish", frame.channel, frame)
+        await self._check(conn, "publish", frame.channel, frame)
         assert frame.data is not UNSET
+        data = bytes(frame.data)
+        if self.on_publish is not None:
+            # Only here is a publication decoded: without the hook it stays raw JSON.
+            try:
+                decoded = msgspec.json.decode(data)
+            except (msgspec.DecodeError, RecursionError) as exc:  # e.g. 1e400: out of range
+                raise FrameError(
+                    ErrorCode.BAD_REQUEST,
+                    f'"data" cannot be decoded: {exc}',
+                    protocol.frame_id(frame),
+                ) from None
+            value = await self.on_publish(conn.user, frame.channel, decoded)
+            data = msgspec.json.encode(value)
         started = time.perf_counter()
-        pub = await self.broker.publish(frame.channel, bytes(frame.data), conn.user)
+        pub = await self.broker.publish(frame.channel, data, conn.user)
         self.metrics.message_published(time.perf_counter() - started)
         ack = protocol.Ack(
             id=protocol.reply_id(protocol.frame_id(frame)), channel=pub.channel, offset=pub.offset
@@ -385,7 +446,7 @@ class Hub:
     async def _join(self, conn: Connection, frame: protocol.Join) -> None:
         channel = frame.channel
         fid = protocol.frame_id(frame)
-        await self._check(conn.user, "join", channel, frame)
+        await self._check(conn, "join", channel, frame)
         meta = b"null" if frame.meta is UNSET else bytes(frame.meta)
         since = frame.since
         offset, epoch = (None, None) if since is UNSET else (since.offset, since.epoch)
@@ -591,8 +652,10 @@ class Hub:
             self.metrics.direct_fanned_out(len(conns))
 
     def deliver_disconnect(self, user: str) -> None:
+        # 1008, not 1000: an operator removed this user, and a client should not come straight
+        # back (PROTOCOL.md: 1008 means "do not reconnect at once").
         for conn in list(self._users.get(user, ())):
-            conn.close(protocol.CloseCode.NORMAL, "disconnected by the server")
+            conn.close(protocol.CloseCode.POLICY_VIOLATION, "disconnected by the server")
 
     # --- plain-text chat -------------------------------------------------------------------
 

@@ -174,7 +174,9 @@ REQUIRED_FIELDS: Final[dict[str, tuple[str, ...]]] = {
 }
 
 _decoder: Final = msgspec.json.Decoder(ClientFrame)
-_lenient_decoder: Final = msgspec.json.Decoder()
+# float_hook: a number such as 1e400 is valid JSON that msgspec refuses as out of range; the
+# lenient pass must still parse it, to answer bad_request naming the field, not bad_json.
+_lenient_decoder: Final = msgspec.json.Decoder(float_hook=float)
 
 
 class FrameError(Exception):
@@ -194,6 +196,14 @@ def decode_client_frame(text: str | bytes) -> ClientFrame:
     leniently, to find its ``id`` and tell ``bad_json`` from ``unknown_type`` and
     ``bad_request``; bad input costs more than good input, never the reverse.
     """
+    if not isinstance(text, str):
+        # msgspec does not check the UTF-8 of a value it keeps raw (``data``), and an invalid
+        # byte inside a string raises UnicodeDecodeError: check the whole frame up front. A
+        # WebSocket text frame is already valid UTF-8, so the server never pays for this.
+        try:
+            text = bytes(text).decode()
+        except UnicodeDecodeError as exc:
+            raise FrameError(ErrorCode.BAD_JSON, f"not valid UTF-8: {exc.reason}") from None
     try:
         frame: ClientFrame = _decoder.decode(text)
     except msgspec.ValidationError as exc:
@@ -202,6 +212,8 @@ def decode_client_frame(text: str | bytes) -> ClientFrame:
         raise FrameError(ErrorCode.BAD_JSON, f"not valid JSON: {exc}") from None
     except RecursionError:
         raise FrameError(ErrorCode.BAD_JSON, "JSON nested too deeply") from None
+    except UnicodeEncodeError:  # a str with lone surrogates: not something UTF-8 can carry
+        raise FrameError(ErrorCode.BAD_JSON, "not valid UTF-8: lone surrogate") from None
     tag = frame.__struct_config__.tag
     assert isinstance(tag, str)
     for field in REQUIRED_FIELDS[tag]:

@@ -11,12 +11,10 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import parse_qs
 
 import msgspec
 from fastapi import APIRouter, FastAPI, Request
@@ -24,10 +22,12 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.routing import WebSocketRoute
 
-from wshub import __version__, asyncapi, metrics, protocol
+from wshub import __version__, asyncapi, metrics
+from wshub.auth import Identity, TokenVerifier
 from wshub.config import Settings
 from wshub.connection import FastPath
 from wshub.dashboard import admin_router
+from wshub.handshake import Handshake
 from wshub.hub import Hub, Refusal
 
 __all__ = ["AsgiLink", "build_router", "create_app"]
@@ -87,19 +87,6 @@ class AsgiLink:
             await asyncio.wait_for(self.close(code, reason), self._close_timeout)
 
 
-def open_mode_user(scope: Scope) -> str | None:
-    """The user id in open mode: ``?user=NAME``, or a fresh ``anon-XXXXXXXX``.
-
-    None when the requested name is not a valid user id.
-    """
-    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-    names = query.get("user")
-    if not names:
-        return f"anon-{secrets.token_hex(4)}"
-    name = names[0]
-    return name if protocol.is_user_id(name) else None
-
-
 async def refuse(scope: Scope, send: Send, refusal: Refusal) -> None:
     """Refuse a WebSocket handshake with an HTTP status, before any upgrade."""
     if "websocket.http.response" not in (scope.get("extensions") or {}):
@@ -118,18 +105,20 @@ async def refuse(scope: Scope, send: Send, refusal: Refusal) -> None:
 class ProtocolEndpoint:
     """``/ws``: the JSON protocol of PROTOCOL.md."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, handshake: Handshake) -> None:
         self.hub = hub
+        self.handshake = handshake
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
             return
         hub = self.hub
-        user = open_mode_user(scope)
-        if user is None:
-            hub.metrics.handshake_refused(400)
-            await refuse(scope, send, Refusal(400, "invalid user id"))
+        identity = self.handshake.identify(scope)
+        if isinstance(identity, Refusal):
+            hub.metrics.handshake_refused(identity.status)
+            await refuse(scope, send, identity)
             return
+        user = identity.user
         refusal = hub.admit(user)
         if refusal is not None:
             await refuse(scope, send, refusal)
@@ -137,10 +126,15 @@ class ProtocolEndpoint:
         try:
             await hub.start()
             await send({"type": "websocket.accept"})
-            conn = hub.connect(user, AsgiLink(scope, send, hub.settings.close_timeout))
+            conn = hub.connect(
+                user,
+                AsgiLink(scope, send, hub.settings.close_timeout),
+                permissions=identity.permissions,
+                expires=identity.expires,
+            )
             try:
                 await hub.ready(conn)
-                hub.welcome(conn)
+                await hub.greet(conn)
                 handle_text = hub.handle_text
                 while True:
                     message = await receive()
@@ -160,16 +154,25 @@ class ProtocolEndpoint:
 
 
 class ChatEndpoint:
-    """``/ws/{client_id}``: the FastAPI tutorial's plain-text chat, without its bugs."""
+    """``/ws/{client_id}``: the FastAPI tutorial's plain-text chat, without its bugs.
 
-    def __init__(self, hub: Hub) -> None:
+    With auth on, it needs a token like ``/ws``, and ``client_id`` must be the token's user:
+    otherwise anyone could chat, unauthenticated, under any name.
+    """
+
+    def __init__(self, hub: Hub, handshake: Handshake) -> None:
         self.hub = hub
+        self.handshake = handshake
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
             return
         hub = self.hub
         client_id = str(scope.get("path_params", {}).get("client_id", ""))
+        identity = self._identify(scope, client_id)
+        if isinstance(identity, Refusal):
+            await refuse(scope, send, identity)
+            return
         refusal = hub.admit(client_id)
         if refusal is not None:
             await refuse(scope, send, refusal)
@@ -177,7 +180,12 @@ class ChatEndpoint:
         try:
             await hub.start()
             await send({"type": "websocket.accept"})
-            conn = hub.connect(client_id, AsgiLink(scope, send, hub.settings.close_timeout), "chat")
+            conn = hub.connect(
+                client_id,
+                AsgiLink(scope, send, hub.settings.close_timeout),
+                "chat",
+                expires=identity.expires,
+            )
             try:
                 await hub.chat_join(conn)
                 while True:
@@ -196,37 +204,80 @@ class ChatEndpoint:
         finally:
             hub.release(client_id)
 
+    def _identify(self, scope: Scope, client_id: str) -> Identity | Refusal:
+        if self.handshake.open_mode:
+            # Open mode keeps the tutorial's behaviour: any client id, no ``?user=``; only
+            # the origin is checked.
+            scope = {**scope, "query_string": b""}
+        identity = self.handshake.identify(scope)
+        if (
+            isinstance(identity, Identity)
+            and not self.handshake.open_mode
+            and identity.user != client_id
+        ):
+            return Refusal(403, "the client id must be the token's user")
+        return identity
 
-def build_router(hub: Hub) -> APIRouter:
-    """The routes a hub adds to an app; including them also starts and stops the hub."""
+
+def build_router(hub: Hub, handshake: Handshake | None = None) -> APIRouter:
+    """The routes a hub adds to an app; including them also starts and stops the hub.
+
+    ``handshake`` sets what is checked before an upgrade (token, origin); the default is
+    open mode with any origin, for a hub whose app authenticates through ``authorize``.
+    """
+    handshake = handshake or Handshake()
     router = APIRouter(lifespan=hub.lifespan)
-    router.routes.append(WebSocketRoute("/ws", ProtocolEndpoint(hub), name="wshub"))
-    router.routes.append(WebSocketRoute("/ws/{client_id}", ChatEndpoint(hub), name="wshub_chat"))
+    router.routes.append(WebSocketRoute("/ws", ProtocolEndpoint(hub, handshake), name="wshub"))
+    router.routes.append(
+        WebSocketRoute("/ws/{client_id}", ChatEndpoint(hub, handshake), name="wshub_chat")
+    )
     return router
 
 
-WORKER_CONFIG = "WSHUB__WORKER_CONFIG"
+SERVE_CONFIG = "WSHUB__SERVE_CONFIG"
 """The environment variable through which `wshub serve --workers N` configures its workers."""
 
 
 @dataclass(frozen=True)
-class WorkerConfig:
-    broker: str
-    settings: Settings
+class ServeConfig:
+    """Everything `wshub serve` builds a node from; each worker process gets a copy."""
+
+    broker: str = "memory://"
+    settings: Settings = field(default_factory=Settings)
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    allowed_origins: list[str] = field(default_factory=list)
     api_key: str | None = None
+
+
+def build_app(config: ServeConfig) -> FastAPI:
+    """The app of one node; raises ValueError naming a setting that is out of range."""
+    if config.jwt_secret and config.jwt_public_key:
+        raise ValueError("give --jwt-secret or --jwt-public-key, not both")
+    config.settings.validate()
+    verifier = (
+        TokenVerifier.from_secret(config.jwt_secret)
+        if config.jwt_secret
+        else TokenVerifier.from_public_key_file(config.jwt_public_key)
+        if config.jwt_public_key
+        else None
+    )
+    hub = Hub(config.broker, config.settings)
+    return create_app(hub, Handshake(verifier, config.allowed_origins), config.api_key)
 
 
 def app_from_environment() -> FastAPI:
     """The app of one worker process of `wshub serve --workers N` (a uvicorn factory)."""
-    config = msgspec.json.decode(os.environ[WORKER_CONFIG], type=WorkerConfig)
-    return create_app(Hub(config.broker, config.settings), api_key=config.api_key)
+    return build_app(msgspec.json.decode(os.environ[SERVE_CONFIG], type=ServeConfig))
 
 
-def create_app(hub: Hub | None = None, *, api_key: str | None = None) -> FastAPI:
-    """The standalone wshub server: the hub's routes, health, metrics, pages and AsyncAPI.
+def create_app(
+    hub: Hub | None = None, handshake: Handshake | None = None, api_key: str | None = None
+) -> FastAPI:
+    """The standalone wshub server: the hub's routes, health, metrics, pages, AsyncAPI, and
+    with ``api_key`` the HTTP API and the dashboard's data (``Authorization: apikey KEY``).
 
-    ``api_key`` unlocks ``/admin/stats`` (``Authorization: apikey KEY``); without one the
-    dashboard's data stays off.
+    Without ``api_key`` the HTTP API is not mounted at all: ``/api/*`` is a plain 404.
     """
     hub = hub or Hub()
     app = FastAPI(
@@ -240,8 +291,12 @@ def create_app(hub: Hub | None = None, *, api_key: str | None = None) -> FastAPI
             "dashboard at [/admin](/admin); Prometheus metrics at [/metrics](/metrics)."
         ),
     )
-    app.include_router(hub.router)
+    app.include_router(build_router(hub, handshake))
     app.include_router(admin_router(hub, api_key))
+    if api_key:
+        from wshub.api import build_api
+
+        app.include_router(build_api(hub, api_key))
     app.state.hub = hub
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

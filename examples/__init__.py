@@ -1,0 +1,1 @@
+"""Example apps built on wshub; each module docstring says how to run it."""

@@ -1,0 +1,293 @@
+"""The HTTP API through which a backend publishes, sends and inspects (``--api-key``).
+
+Every route goes through the :class:`~wshub.brokers.Broker` alone, never through this node's
+own connections, so a request answers the same on any node of a cluster sharing a broker.
+
+Requests carry ``Authorization: apikey KEY``. The key is checked before the body is read,
+so a caller without it learns nothing, not even whether its body would have been valid.
+Bodies that are not JSON at all get 422 like any other invalid input (FastAPI alone answers
+400 for a body it cannot parse, such as invalid UTF-8 or nesting deeper than Python's stack),
+and a 422 names the fields without echoing what was sent.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Annotated, Any
+
+import msgspec
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from fastapi.security import APIKeyHeader
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from wshub import protocol
+from wshub.brokers import BrokerUnavailable
+from wshub.hub import Hub
+
+__all__ = ["build_api"]
+
+MAX_OFFSET = 2**63 - 1
+"""Offsets are 64-bit in every broker; a larger ``since`` is invalid input, not a crash."""
+
+ChannelName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=128,
+        pattern=protocol.CHANNEL_PATTERN,
+        description="A channel name: 1 to 128 of `A-Z a-z 0-9 _ - . : @`.",
+        examples=["orders:42"],
+    ),
+]
+UserName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=100,
+        pattern=protocol.USER_PATTERN,
+        description="A user id: 1 to 100 of `A-Z a-z 0-9 _ - . : @`.",
+        examples=["alice"],
+    ),
+]
+ChannelPath = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=128,
+        pattern=protocol.CHANNEL_PATTERN,
+        description="A channel name: 1 to 128 of `A-Z a-z 0-9 _ - . : @`.",
+    ),
+]
+
+_scheme = APIKeyHeader(
+    name="Authorization",
+    auto_error=False,
+    description="`apikey KEY`, where KEY is the server's `--api-key`.",
+)
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PublishRequest(_Body):
+    channel: ChannelName
+    data: JsonValue = Field(description="Any JSON value; subscribers receive it as `data`.")
+
+
+class PublishReply(BaseModel):
+    offset: int = Field(description="The message's offset in its channel.")
+
+
+class SendRequest(_Body):
+    to: UserName
+    data: JsonValue = Field(description="Any JSON value, delivered in a `direct` frame.")
+
+
+class DisconnectRequest(_Body):
+    user: UserName
+
+
+class ChannelCount(BaseModel):
+    channel: str
+    subscribers: int = Field(description="Joined connections, cluster-wide.")
+
+
+class ChannelsReply(BaseModel):
+    channels: list[ChannelCount]
+
+
+class Member(BaseModel):
+    user: str
+    meta: JsonValue
+    connections: int
+
+
+class PresenceReply(BaseModel):
+    channel: str
+    members: list[Member]
+
+
+class HistoryReply(BaseModel):
+    channel: str
+    epoch: str
+    messages: list[dict[str, JsonValue]] = Field(
+        description="`message` frames, oldest first, exactly as WebSocket clients get them."
+    )
+
+
+class _Presence(msgspec.Struct):
+    channel: str
+    members: list[protocol.Member]
+
+
+class _History(msgspec.Struct):
+    channel: str
+    epoch: str
+    messages: list[msgspec.Raw]
+
+
+def _json_data(value: JsonValue) -> bytes:
+    """``data`` as JSON text. NaN and Infinity parse in Python but are not JSON: refused."""
+    try:
+        return json.dumps(value, allow_nan=False, separators=(",", ":")).encode()
+    except (ValueError, RecursionError) as exc:
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("body", "data"), "msg": str(exc), "input": None}]
+        ) from None
+
+
+def _unavailable() -> HTTPException:
+    return HTTPException(503, "broker unreachable, retry later", headers={"Retry-After": "1"})
+
+
+def invalid(errors: Sequence[Any]) -> JSONResponse:
+    """A 422 naming each field, without echoing the input.
+
+    FastAPI's own handler returns the offending ``input``, which can be anything the client
+    sent, NaN included, and then fails to render it as JSON: a 500 for a bad request.
+    """
+    detail = [{"type": e["type"], "loc": list(e["loc"]), "msg": e["msg"]} for e in errors]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+def build_api(hub: Hub, api_key: str) -> APIRouter:
+    """The ``/api`` routes, guarded by ``api_key``."""
+    expected = f"apikey {api_key}".encode()
+
+    class ApiRoute(APIRoute):
+        """Checks the key before FastAPI reads the body; any unparsable body is a 422."""
+
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+
+            async def route(request: Request) -> Response:
+                given = request.headers.get("authorization", "").encode("latin-1")
+                if not secrets.compare_digest(given, expected):
+                    return JSONResponse(
+                        {"detail": "send the header 'Authorization: apikey KEY'"},
+                        status_code=401,
+                        headers={"WWW-Authenticate": "apikey"},
+                    )
+                try:
+                    return await handler(request)
+                except RequestValidationError as exc:
+                    return invalid(exc.errors())
+                except StarletteHTTPException as exc:  # FastAPI raises Starlette's
+                    if exc.status_code != 400:
+                        raise
+                    return invalid(
+                        [{"type": "json_invalid", "loc": ("body",), "msg": "not parseable JSON"}]
+                    )
+
+            return route
+
+    # The scheme only documents the header in /docs; ApiRoute does the checking.
+    api = APIRouter(
+        prefix="/api",
+        tags=["HTTP API"],
+        route_class=ApiRoute,
+        dependencies=[Security(_scheme)],
+    )
+
+    @api.post("/publish")
+    async def publish(body: PublishRequest) -> PublishReply:
+        """Publish to a channel. Subscribers get a `message` with `from: null`."""
+        data = _json_data(body.data)
+        try:
+            await hub.start()
+            pub = await hub.broker.publish(body.channel, data, None)
+        except BrokerUnavailable:
+            raise _unavailable() from None
+        return PublishReply(offset=pub.offset)
+
+    @api.post("/send", status_code=204)
+    async def send(body: SendRequest) -> None:
+        """Send a `direct` message (with `from: null`) to every connection of a user."""
+        data = _json_data(body.data)
+        try:
+            await hub.send(body.to, msgspec.Raw(data))
+        except BrokerUnavailable:
+            raise _unavailable() from None
+
+    @api.get("/channels")
+    async def channels() -> ChannelsReply:
+        """Channels with at least one joined connection, cluster-wide, by name."""
+        try:
+            counts = await hub.broker.channels()
+        except BrokerUnavailable:
+            raise _unavailable() from None
+        return ChannelsReply(
+            channels=[
+                ChannelCount(channel=name, subscribers=n)
+                for name, n in sorted(counts.items())
+                if protocol.is_channel_name(name)
+            ]
+        )
+
+    @api.get("/channels/{channel}/presence", response_model=PresenceReply)
+    async def presence(channel: ChannelPath) -> Response:
+        """Who is in a channel, cluster-wide, with their `meta` and connection counts."""
+        try:
+            members = await hub.broker.presence(channel)
+        except BrokerUnavailable:
+            raise _unavailable() from None
+        reply = _Presence(
+            channel,
+            [protocol.Member(m.user, msgspec.Raw(m.meta), m.connections) for m in members],
+        )
+        return Response(msgspec.json.encode(reply), media_type="application/json")
+
+    @api.get("/channels/{channel}/history", response_model=HistoryReply)
+    async def history(
+        channel: ChannelPath,
+        since: Annotated[
+            int | None,
+            Query(ge=0, le=MAX_OFFSET, description="Return messages after this offset."),
+        ] = None,
+        epoch: Annotated[
+            str | None,
+            Query(min_length=1, description="The epoch `since` was seen in; needs `since`."),
+        ] = None,
+        limit: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="At most this many.")] = 100,
+    ) -> Response:
+        """A page of a channel's history, as the `history` frame gives it.
+
+        Without `since`: the last `limit` messages. With `since` and `epoch` (both or neither):
+        the first `limit` messages after `since`, or the last ones with the current epoch when
+        `epoch` is no longer current, which tells the caller its position is void.
+        """
+        if (since is None) != (epoch is None):
+            missing = "epoch" if epoch is None else "since"
+            raise RequestValidationError(
+                [
+                    {
+                        "type": "missing",
+                        "loc": ("query", missing),
+                        "msg": "since and epoch go together",
+                        "input": None,
+                    }
+                ]
+            )
+        try:
+            current, pubs = await hub.broker.history(channel, since, epoch, limit)
+        except BrokerUnavailable:
+            raise _unavailable() from None
+        reply = _History(channel, current, [msgspec.Raw(p.frame.text) for p in pubs])
+        return Response(msgspec.json.encode(reply), media_type="application/json")
+
+    @api.post("/disconnect", status_code=204)
+    async def disconnect(body: DisconnectRequest) -> None:
+        """Close every connection of a user on every node, with close code 1008."""
+        try:
+            await hub.broker.disconnect(body.user)
+        except BrokerUnavailable:
+            raise _unavailable() from None
+
+    return api

@@ -1,0 +1,158 @@
+"""JWT verification: a token in, an :class:`Identity` out, or :class:`TokenRejected`.
+
+The accepted algorithm is pinned by the key, never read from the token: an HMAC secret
+accepts HS256 only, an RSA public key RS256 only, a P-256 public key ES256 only. A token that
+names any other algorithm, ``none`` included, is rejected before its signature is looked at,
+which is what closes the classic HS/RS confusion (an attacker signing HS256 with the server's
+public key as the HMAC secret).
+
+Claims (PROTOCOL.md "Auth"): ``sub`` is the user id and is required; ``exp`` ends the token
+(and the connection, at that moment); ``join`` and ``publish`` are lists of channel patterns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from jwt.algorithms import HMACAlgorithm
+
+from wshub.permissions import Permissions
+from wshub.protocol import is_user_id
+
+__all__ = ["MIN_SECRET_BYTES", "Identity", "TokenRejected", "TokenVerifier", "mint_token"]
+
+MIN_SECRET_BYTES = 32
+"""RFC 7518 3.2: an HS256 key must be at least as long as the hash (256 bits)."""
+
+MIN_RSA_BITS = 2048
+
+
+class TokenRejected(Exception):
+    """A token that does not identify anyone. The message says why, for the 401 response."""
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a connection is and what it may do."""
+
+    user: str
+    permissions: Permissions | None = None
+    """None in open mode: every channel is allowed (subject to an ``authorize`` hook)."""
+    expires: float | None = None
+    """When the token ends, in seconds since the Unix epoch; None for a token without ``exp``."""
+
+
+class TokenVerifier:
+    """Verifies tokens against one key, with the one algorithm that key implies."""
+
+    __slots__ = ("_key", "algorithm")
+
+    def __init__(self, key: Any, algorithm: str) -> None:
+        self._key = key
+        self.algorithm = algorithm
+
+    @classmethod
+    def from_secret(cls, secret: str) -> TokenVerifier:
+        """An HS256 verifier. Raises ValueError for a secret too short or shaped like a key."""
+        if len(secret.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"the JWT secret must be at least {MIN_SECRET_BYTES} bytes long")
+        try:
+            HMACAlgorithm(HMACAlgorithm.SHA256).prepare_key(secret)
+        except jwt.InvalidKeyError as exc:  # a PEM key given as a secret: refuse, loudly
+            raise ValueError(f"the JWT secret is not usable: {exc}") from None
+        return cls(secret, "HS256")
+
+    @classmethod
+    def from_public_key(cls, pem: bytes) -> TokenVerifier:
+        """An RS256 (RSA) or ES256 (P-256) verifier from a PEM public key."""
+        try:
+            key = load_pem_public_key(pem)
+        except ValueError as exc:
+            raise ValueError(f"not a PEM public key: {exc}") from None
+        if isinstance(key, rsa.RSAPublicKey):
+            if key.key_size < MIN_RSA_BITS:
+                raise ValueError(f"an RSA key must have at least {MIN_RSA_BITS} bits")
+            return cls(key, "RS256")
+        if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+            return cls(key, "ES256")
+        raise ValueError("the public key must be RSA (RS256) or EC P-256 (ES256)")
+
+    @classmethod
+    def from_public_key_file(cls, path: str | Path) -> TokenVerifier:
+        try:
+            pem = Path(path).read_bytes()
+        except OSError as exc:
+            raise ValueError(f"cannot read the JWT public key: {exc}") from None
+        return cls.from_public_key(pem)
+
+    def verify(self, token: str) -> Identity:
+        """The identity a token proves, or TokenRejected saying why not."""
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self._key,
+                algorithms=[self.algorithm],
+                options={"require": ["sub"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenRejected("token expired") from None
+        except jwt.InvalidSignatureError:
+            raise TokenRejected("token signature does not verify") from None
+        except jwt.InvalidAlgorithmError:
+            raise TokenRejected(f"token algorithm not accepted (only {self.algorithm})") from None
+        except jwt.MissingRequiredClaimError:
+            raise TokenRejected('token has no "sub" claim') from None
+        except jwt.DecodeError:
+            raise TokenRejected("malformed token") from None
+        except jwt.InvalidTokenError as exc:
+            raise TokenRejected(f"invalid token: {exc}") from None
+        return identity_from_claims(claims)
+
+
+def identity_from_claims(claims: Mapping[str, Any]) -> Identity:
+    """Check the claims wshub reads; a token with a malformed one identifies nobody."""
+    user = claims.get("sub")
+    if not isinstance(user, str) or not is_user_id(user):
+        raise TokenRejected('token "sub" must be a user id: 1 to 100 of A-Z a-z 0-9 _ - . : @')
+    lists = {}
+    for name in ("join", "publish"):
+        value = claims.get(name, [])
+        if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+            raise TokenRejected(f'token "{name}" must be a list of channel patterns')
+        lists[name] = value
+    exp = claims.get("exp")
+    return Identity(
+        user,
+        Permissions(user, lists["join"], lists["publish"]),
+        None if exp is None else float(exp),
+    )
+
+
+def mint_token(
+    secret: str,
+    user: str,
+    join: Iterable[str] = (),
+    publish: Iterable[str] = (),
+    ttl: float = 3600,
+    now: float | None = None,
+) -> str:
+    """An HS256 token for development and tests (``wshub token``)."""
+    TokenVerifier.from_secret(secret)  # the same rules as the server that will verify it
+    if not is_user_id(user):
+        raise ValueError(f"invalid user id {user!r}")
+    issued = int(time.time() if now is None else now)
+    claims = {
+        "sub": user,
+        "iat": issued,
+        "exp": issued + int(ttl),
+        "join": list(join),
+        "publish": list(publish),
+    }
+    return jwt.encode(claims, secret, algorithm="HS256")

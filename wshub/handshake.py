@@ -1,0 +1,100 @@
+"""The checks made before a WebSocket upgrade: the Origin, then who the client is.
+
+Everything here reads the ASGI scope and answers with an :class:`~wshub.auth.Identity` or a
+:class:`~wshub.hub.Refusal`; no I/O. Refusing before the upgrade (PROTOCOL.md "Transport")
+means a forged token or a foreign page costs the server one HTTP response, not a connection.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import parse_qs
+
+from wshub import protocol
+from wshub.auth import Identity, TokenRejected, TokenVerifier
+from wshub.hub import Refusal
+
+__all__ = ["Handshake", "normalize_origin", "open_mode_user"]
+
+
+def normalize_origin(origin: str) -> str:
+    """Origins compare case-insensitively (scheme and host), and without a trailing slash."""
+    return origin.strip().rstrip("/").lower()
+
+
+def _query(scope: Mapping[str, Any]) -> dict[str, list[str]]:
+    return parse_qs(scope.get("query_string", b"").decode("latin-1"))
+
+
+def _header(scope: Mapping[str, Any], name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def open_mode_user(scope: Mapping[str, Any]) -> str | None:
+    """The user id in open mode: ``?user=NAME``, or a fresh ``anon-XXXXXXXX``.
+
+    None when the requested name is not a valid user id.
+    """
+    names = _query(scope).get("user")
+    if not names:
+        return f"anon-{secrets.token_hex(4)}"
+    name = names[0]
+    return name if protocol.is_user_id(name) else None
+
+
+def bearer_token(scope: Mapping[str, Any]) -> str | None:
+    """The token from ``Authorization: Bearer ...`` or else from ``?token=``.
+
+    The header wins when both are present: it is what a backend sets deliberately, while a
+    query string is what a browser (which cannot set headers on a WebSocket) has to use.
+    """
+    header = _header(scope, b"authorization")
+    if header is not None:
+        scheme, _, token = header.strip().partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    tokens = _query(scope).get("token")
+    return tokens[0] if tokens else None
+
+
+class Handshake:
+    """The node's handshake policy: the token verifier (None: open mode) and allowed origins.
+
+    An empty ``allowed_origins`` accepts every origin. A request with no ``Origin`` header is
+    accepted either way: browsers always send one, and the attack an origin check stops
+    (another site's page opening a socket with the visitor's cookies) runs in a browser.
+    """
+
+    def __init__(
+        self, verifier: TokenVerifier | None = None, allowed_origins: Iterable[str] = ()
+    ) -> None:
+        self.verifier = verifier
+        self.allowed_origins = frozenset(normalize_origin(o) for o in allowed_origins if o.strip())
+
+    @property
+    def open_mode(self) -> bool:
+        return self.verifier is None
+
+    def identify(self, scope: Mapping[str, Any]) -> Identity | Refusal:
+        """Who is connecting, or why the handshake is refused (403 origin, 401 token)."""
+        if self.allowed_origins:
+            origin = _header(scope, b"origin")
+            if origin is not None and normalize_origin(origin) not in self.allowed_origins:
+                return Refusal(403, f"origin not allowed: {origin}")
+        if self.verifier is None:
+            user = open_mode_user(scope)
+            if user is None:
+                return Refusal(400, "invalid user id")
+            return Identity(user)
+        token = bearer_token(scope)
+        if not token:
+            return Refusal(401, "missing token: send ?token= or Authorization: Bearer")
+        try:
+            return self.verifier.verify(token)
+        except TokenRejected as exc:
+            return Refusal(401, str(exc))

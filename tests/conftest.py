@@ -38,3 +38,9 @@ def redis() -> Iterator[RedisProcess]:
     proc = RedisProcess().start()
     yield proc
     proc.stop()
+
+
+@pytest.fixture(params=["fast", "asgi"])
+def write_path(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """Server flags for each way of writing frames: wshub's fast path, and plain ASGI sends."""
+    return () if request.param == "fast" else ("--no-fast-path",)

@@ -63,9 +63,9 @@ async def publish_all(
 
 
 async def test_slow_consumer_is_cut_off_while_a_fast_one_gets_everything(
-    make_server: ServerFactory,
+    make_server: ServerFactory, write_path: tuple[str, ...]
 ) -> None:
-    srv = make_server()  # the default queue: 1024 frames
+    srv = make_server(*write_path)  # the default queue: 1024 frames
     channel = f"feed:{uuid.uuid4().hex[:6]}"
     slow_sock = socket.socket()
     slow_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -103,8 +103,10 @@ async def test_slow_consumer_is_cut_off_while_a_fast_one_gets_everything(
         assert {m["user"] for m in presence["members"]} == {"fast", "watcher"}
 
 
-async def test_20_of_40_subscribers_reset_mid_broadcast(make_server: ServerFactory) -> None:
-    srv = make_server()
+async def test_20_of_40_subscribers_reset_mid_broadcast(
+    make_server: ServerFactory, write_path: tuple[str, ...]
+) -> None:
+    srv = make_server(*write_path)
     channel = f"fan:{uuid.uuid4().hex[:6]}"
     async with contextlib.AsyncExitStack() as stack:
         subs = [

@@ -6,12 +6,15 @@ Runs, interleaved in one run so that the machine's noise hits every contender al
 - ``redis``:    one node, Redis broker;
 - ``workers2``: ``wshub serve --workers 2`` on one port, Redis broker.
 
-Two measurements per contender and round:
+Two measurements per contender and round, with ``--receivers`` connections on one channel:
 
-- **fan-out**: ``--receivers`` connections on one channel, one publisher publishing as fast as
-  acks come back (a window of 64), for ``--duration`` seconds; delivered messages per second;
-- **latency**: the same receivers, the publisher at a fixed ``--rate``; publish-to-deliver
-  p50 and p99 in milliseconds (the publisher's send time travels in the message).
+- **efficiency**: the publisher at ``--load`` publications per second for ``--duration``
+  seconds; deliveries per second of server CPU (summed over a node's worker processes, read
+  from /proc). On a 2-core machine the load generator competes with the server for the CPU,
+  so "how much CPU does a delivery cost" is the figure that survives the noise;
+- **latency**: the publisher at a gentle ``--rate``; publish-to-deliver p50 and p99 in
+  milliseconds (the publisher's send time travels in the message). The difference between
+  ``redis`` and ``memory`` is what the Redis hop adds.
 
 Receivers run in a separate process so that the load generator and the server do not share
 one event loop. Medians over ``--rounds`` are printed as a table, and as JSON with ``--json``.
@@ -26,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import multiprocessing as mp
+import os
 import statistics
 import sys
 import time
@@ -111,7 +115,23 @@ async def _publish(url: str, channel: str, duration: float, rate: float) -> int:
         return sent
 
 
-def _measure(url: str, receivers: int, duration: float, rate: float) -> dict[str, float]:
+def _cpu_seconds(pid: int) -> float:
+    """CPU time of a process and its children (a node's worker processes)."""
+    total = 0.0
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        children = open(f"/proc/{pid}/task/{pid}/children").read().split()  # noqa: SIM115
+        pids += [int(c) for c in children]
+    for p in pids:
+        with contextlib.suppress(OSError), open(f"/proc/{p}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _measure(
+    url: str, receivers: int, duration: float, rate: float, server_pid: int
+) -> dict[str, float]:
     channel = f"bench{time.monotonic_ns()}"
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
@@ -119,9 +139,11 @@ def _measure(url: str, receivers: int, duration: float, rate: float) -> dict[str
     proc.start()
     assert parent.recv() == "ready"
     started = time.perf_counter()
+    cpu_before = _cpu_seconds(server_pid)
     sent = asyncio.run(_publish(url, channel, duration, rate))
     time.sleep(0.5)  # let the last deliveries land
     elapsed = time.perf_counter() - started
+    cpu = _cpu_seconds(server_pid) - cpu_before
     parent.send("stop")
     result = parent.recv()
     proc.join(10)
@@ -129,6 +151,7 @@ def _measure(url: str, receivers: int, duration: float, rate: float) -> dict[str
     out = {
         "sent": sent,
         "delivered_per_s": result["received"] / elapsed,
+        "per_cpu_s": result["received"] / max(cpu, 1e-9),
         "delivery_ratio": result["received"] / max(1, sent * receivers),
     }
     if lat:
@@ -141,7 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--receivers", type=int, default=200)
     parser.add_argument("--duration", type=float, default=5.0)
-    parser.add_argument("--rate", type=float, default=50.0, help="publications/s for latency")
+    parser.add_argument("--load", type=float, default=200.0, help="publications/s, efficiency")
+    parser.add_argument("--rate", type=float, default=20.0, help="publications/s, latency")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -158,8 +182,10 @@ def main(argv: list[str] | None = None) -> None:
             for name in CONTENDERS:
                 server = ServerProcess(*flags[name], "--max-connections", "100000").start()
                 try:
-                    tp = _measure(server.url, args.receivers, args.duration, 0)
-                    lat = _measure(server.url, args.receivers, args.duration, args.rate)
+                    assert server.proc is not None
+                    pid = server.proc.pid
+                    tp = _measure(server.url, args.receivers, args.duration, args.load, pid)
+                    lat = _measure(server.url, args.receivers, args.duration, args.rate, pid)
                 finally:
                     server.stop()
                 row = {**tp, "p50_ms": lat.get("p50_ms", 0), "p99_ms": lat.get("p99_ms", 0)}
@@ -171,22 +197,26 @@ def main(argv: list[str] | None = None) -> None:
     table = {
         name: {
             key: statistics.median(r[key] for r in rows)
-            for key in ("delivered_per_s", "delivery_ratio", "p50_ms", "p99_ms")
+            for key in ("delivered_per_s", "per_cpu_s", "delivery_ratio", "p50_ms", "p99_ms")
         }
         for name, rows in results.items()
     }
     if args.json:
         print(json.dumps({"args": vars(args), "medians": table, "runs": results}, indent=2))
         return
-    base = table["memory"]["delivered_per_s"]
+    base = table["memory"]["per_cpu_s"]
     print(
-        f"receivers={args.receivers} duration={args.duration}s rounds={args.rounds} "
-        f"latency at {args.rate:g} publications/s (medians)"
+        f"receivers={args.receivers} duration={args.duration}s rounds={args.rounds}: "
+        f"efficiency at {args.load:g} publications/s, latency at {args.rate:g}/s (medians)"
     )
-    print(f"{'contender':<10} {'delivered/s':>12} {'vs memory':>10} {'p50 ms':>8} {'p99 ms':>8}")
+    print(
+        f"{'contender':<10} {'delivered/s':>12} {'per CPU-s':>10} {'vs memory':>10} "
+        f"{'delivery':>9} {'p50 ms':>8} {'p99 ms':>8}"
+    )
     for name, row in table.items():
         print(
-            f"{name:<10} {row['delivered_per_s']:>12.0f} {row['delivered_per_s'] / base:>9.2f}x "
+            f"{name:<10} {row['delivered_per_s']:>12.0f} {row['per_cpu_s']:>10.0f} "
+            f"{row['per_cpu_s'] / base:>9.2f}x {row['delivery_ratio']:>8.1%} "
             f"{row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f}"
         )
 

@@ -79,7 +79,7 @@ def running(contender: Contender, cores: set[int]) -> Iterator[tuple[str, int]]:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{contender.name} did not start; see {log.name}")
             time.sleep(0.1)
-        time.sleep(0.5)  # let it settle before its RSS is read
+        time.sleep(0.3)  # let it settle before its RSS is read
         yield f"ws://127.0.0.1:{port}", proc.pid
     finally:
         proc.terminate()
@@ -120,7 +120,7 @@ def measure_load(contender: Contender, args: argparse.Namespace, cores: set[int]
     }
 
 
-def measure_idle(contender: Contender, steps: list[int], cores: set[int]) -> Row:
+def measure_idle(contender: Contender, steps: list[int], cores: set[int], settle: float) -> Row:
     """Server RSS growth per connection at each of ``steps`` open, joined connections."""
     row: Row = {}
     with running(contender, cores) as (url, pid), contextlib.ExitStack() as stack:
@@ -132,7 +132,7 @@ def measure_idle(contender: Contender, steps: list[int], cores: set[int]) -> Row
             )
             generator = stack.enter_context(LoadGenerator(config))
             connected += generator.connect()
-            time.sleep(2.0)  # handshakes done, buffers settled
+            time.sleep(settle)  # handshakes done, buffers settled
             row[f"idle_kb_{n}"] = (rss_bytes(pid) - before) / max(1, connected) / 1024
             row[f"idle_connected_{n}"] = connected
     return row
@@ -259,6 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--rate", type=float, default=5.0, help="publications/s for latency")
     parser.add_argument("--idle", default="1000,10000", help="connection counts for memory")
+    parser.add_argument("--settle", type=float, default=2.0, help="s before reading idle RSS")
     parser.add_argument("--only", default="", help="comma-separated contender names")
     parser.add_argument("--md", type=Path, default=ROOT / "docs" / "performance.md")
     parser.add_argument("--png", type=Path, default=ROOT / "docs" / "performance.png")
@@ -283,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
         for contender in chosen[shift:] + chosen[:shift]:
             row = measure_load(contender, args, server_cores)
             if steps:
-                row.update(measure_idle(contender, steps, server_cores))
+                row.update(measure_idle(contender, steps, server_cores, args.settle))
             results[contender.name].append(row)
             shown = {k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}
             print(f"round {round_ + 1} {contender.name}: {shown}", file=sys.stderr, flush=True)

@@ -39,6 +39,8 @@ async def room(websocket: WebSocket, room: str = "bench", pub: int = 0) -> None:
         await websocket.send_text('{"type":"joined"}')
         try:
             async for event in subscriber:  # type: ignore[union-attr]
+                if event is None:  # unsubscribed
+                    return
                 await websocket.send_text(event.message)
         except WebSocketDisconnect:
             return

@@ -52,8 +52,10 @@ class BenchConfig:
     client: str = "auto"
     dialect: Dialect = WSHUB
     server_pid: int | None = None
-    #: Seconds to wait after the last publication for deliveries still on their way.
-    drain: float = 3.0
+    #: After the last publication, wait for deliveries still on their way while they keep
+    #: coming (a slow server may have a backlog), giving up after this many seconds
+    #: without progress.
+    drain: float = 1.0
     channel_prefix: str = field(default_factory=lambda: f"bench-{secrets.token_hex(3)}-")
 
 
@@ -95,7 +97,7 @@ class LoadGenerator:
         )
         self.n_procs = max(1, min(procs, n)) if n else 0
         self.channel_names = [f"{config.channel_prefix}{k}" for k in range(config.channels)]
-        self.subscribers = Counter(self.channel_names[i % config.channels] for i in range(n))
+        self.subscribers: Counter[str] = Counter()  # connected receivers per channel
         raw = self.ctx.RawArray
         self.board = Board(
             r_connected=raw("q", max(1, self.n_procs)),
@@ -156,6 +158,7 @@ class LoadGenerator:
                     ready = self.pipes[slot].recv()
                     self.connected += ready["connected"]
                     self.connect_failures.update(ready["failures"])
+                    self.subscribers.update(ready["joined"])
                     waiting.discard(slot)
                 elif not self.procs[slot].is_alive():
                     raise RuntimeError(f"receiver process {slot} died while connecting")
@@ -212,8 +215,11 @@ class LoadGenerator:
             pub.start()
             pubs.append((pub, parent))
         for _, pipe in pubs:
-            if not pipe.poll(30) or pipe.recv() != "ready":
-                raise RuntimeError("a publisher could not connect")
+            reply = pipe.recv() if pipe.poll(60) else "no answer in 60 s"
+            if reply != "ready":
+                for pub, _ in pubs:
+                    pub.kill()
+                raise RuntimeError(f"a publisher could not connect: {reply}")
         gen_pids = self.pids + [p.pid for p, _ in pubs if p.pid is not None]
         gen_cpu0 = [cpu_seconds(pid, tree=False) for pid in gen_pids]
         pid = cfg.server_pid
@@ -225,6 +231,9 @@ class LoadGenerator:
         t0 = time.time()
         for pipe in self.pipes:
             pipe.send(("go", t0))
+        for pipe in self.pipes:
+            if pipe.recv() != "going":
+                raise RuntimeError("a receiver process did not start measuring")
         flow = self.connected > 0
         for _, pipe in pubs:
             pipe.send(("go", duration, rate / n_pub if n_pub else 0.0, cfg.window, cfg.size, flow))
@@ -248,14 +257,14 @@ class LoadGenerator:
         for report in reports.values():
             sent_by_channel.update(report["sent"])
         expected = sum(n * self.subscribers[ch] for ch, n in sent_by_channel.items())
-        deadline, still_since, seen = time.monotonic() + cfg.drain, time.monotonic(), -1
-        while time.monotonic() < deadline:
+        still_since, seen = time.monotonic(), -1
+        while True:
             delivered = sum(b.r_received)
             if delivered >= expected:
                 break
             if delivered != seen:
                 seen, still_since = delivered, time.monotonic()
-            elif time.monotonic() - still_since > 1.0:
+            elif time.monotonic() - still_since > cfg.drain:
                 break  # nothing moving: the rest is lost
             self._show("draining", time.monotonic() - wall0, duration, sum(b.p_sent), delivered, 0)
             time.sleep(0.02)
@@ -310,6 +319,7 @@ class LoadGenerator:
                 cpu=gen_cpu,
                 loop_lag_max=max((c["loop_lag_max"] for c in collected), default=0.0),
                 publisher_behind_max=max((r["behind_max"] for r in reports.values()), default=0),
+                fixed_rate=bool(rate),
             ),
             server=server,
             times=times,

@@ -142,6 +142,7 @@ async def _receivers(
     pool = _Pool(dialect)
     conns: list[_Receiver] = []
     failures: collections.Counter[str] = collections.Counter()
+    joined: collections.Counter[str] = collections.Counter()  # receivers per channel
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
     async def open_one(index: int, channel: str) -> None:
@@ -160,10 +161,11 @@ async def _receivers(
         conn.inbox.clear()
         conn.live = True
         conns.append(conn)
+        joined[channel] += 1
         board.r_connected[slot] = len(conns)
 
     await asyncio.gather(*(open_one(i, ch) for i, ch in members))
-    pipe.send({"connected": len(conns), "failures": dict(failures)})
+    pipe.send({"connected": len(conns), "failures": dict(failures), "joined": dict(joined)})
 
     loop = asyncio.get_running_loop()
     lag_max = 0.0
@@ -190,6 +192,7 @@ async def _receivers(
                 conn.count = 0
                 conn.last.clear()
             lag_max = 0.0
+            pipe.send("going")  # the parent starts publishers only after every reset
         elif command[0] == "collect":
             closes = collections.Counter(c.closed for c in conns if c.closed)
             pipe.send(
@@ -239,10 +242,14 @@ async def _publisher(
 ) -> None:
     conn = _Receiver(_Pool(dialect))
     fill = {"channel": channels[0], "user": f"bench-pub-{index}", "index": str(index)}
-    conn.link = await connect(
-        client, url + dialect.publisher_path.format(**fill), conn.on_frame, conn.on_close
-    )
-    await _handshake(conn, dialect.greet, fill)
+    try:
+        conn.link = await connect(
+            client, url + dialect.publisher_path.format(**fill), conn.on_frame, conn.on_close
+        )
+        await _handshake(conn, dialect.greet, fill)
+    except Exception as exc:
+        pipe.send(f"{type(exc).__name__}: {exc}")
+        return
     conn.inbox.clear()
     conn.live = True  # from now on, on_frame counts errors (and payloads, if it hears any)
     link = conn.link

@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed-dev
 HOST    ?= 127.0.0.1
 PORT    ?= 8000
 
-.PHONY: serve test check lint format typecheck pytest system-deps screenshots clean
+.PHONY: serve test check lint format typecheck pytest system-deps screenshots bench clean
 
 serve: $(STAMP)
 	$(VENV)/bin/wshub serve --host $(HOST) --port $(PORT)
@@ -34,9 +34,22 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format wshub tests benchmarks examples
 	$(VENV)/bin/ruff check --fix wshub tests benchmarks examples
 
+# wshub side by side with its peers (several minutes): rewrites docs/performance.md and .png.
+# BENCH_ARGS="--rounds 1 --only wshub,node-ws" narrows it.
+NODE_WS := benchmarks/peers/node_ws
+bench: $(STAMP) $(VENV)/.installed-peers $(NODE_WS)/node_modules/.package-lock.json
+	$(PY) -m benchmarks.compare --make $(BENCH_ARGS)
+
+$(VENV)/.installed-peers: pyproject.toml | $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench,peers]'
+	touch $@
+
+$(NODE_WS)/node_modules/.package-lock.json: $(NODE_WS)/package.json $(NODE_WS)/package-lock.json
+	cd $(NODE_WS) && npm ci --no-audit --no-fund
+
 # Retake docs/chat.png and docs/dashboard.png with Playwright and Chromium.
 screenshots: $(STAMP) system-deps
 	$(PY) scripts/screenshots.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
+	rm -rf $(VENV) $(NODE_WS)/node_modules .mypy_cache .ruff_cache .pytest_cache *.egg-info

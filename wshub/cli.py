@@ -322,6 +322,107 @@ def token(
 
 
 @app.command()
+def bench(
+    url: Annotated[str, typer.Argument(help="The wshub server.", envvar="WSHUB_URL")] = (
+        "ws://127.0.0.1:8000"
+    ),
+    receivers: Annotated[int, typer.Option(help="Receiving connections.")] = 100,
+    channels: Annotated[int, typer.Option(help="Channels; receiver i joins channel i mod C.")] = 1,
+    publishers: Annotated[
+        int, typer.Option(help="Publishing connections, each in its own process.")
+    ] = 1,
+    rate: Annotated[
+        float,
+        typer.Option(
+            help="Publications per second, all publishers together (0: as fast "
+            "as the slowest receiver keeps up)."
+        ),
+    ] = 0.0,
+    duration: Annotated[float, typer.Option(help="Seconds of publishing.")] = 10.0,
+    size: Annotated[int, typer.Option(help="Padding bytes added to each payload.")] = 16,
+    window: Annotated[
+        int,
+        typer.Option(help="Saturation only: publications the slowest receiver may lag behind."),
+    ] = 64,
+    processes: Annotated[
+        int, typer.Option(help="Receiver processes (0: one per core, >= 100 receivers each).")
+    ] = 0,
+    client: Annotated[
+        str, typer.Option(help="WebSocket client: auto (picows if installed), picows, websockets.")
+    ] = "auto",
+    server_pid: Annotated[
+        int | None,
+        typer.Option(
+            help="The server's pid (local servers): report its CPU and memory, with "
+            "its child processes (--workers)."
+        ),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    plot: Annotated[
+        str | None,
+        typer.Option(help="Write latency over time and a histogram to this PNG (matplotlib)."),
+    ] = None,
+) -> None:
+    """Load-test a wshub server: receivers on channels, publishers publishing, and what
+    arrives how fast (delivered msgs/s, delivery %, latency percentiles, server CPU)."""
+    from wshub.bench import BenchConfig, run_bench
+    from wshub.bench.display import LiveView
+    from wshub.bench.links import available_client
+
+    if server_pid is not None and not os.path.exists(f"/proc/{server_pid}/stat"):
+        raise typer.BadParameter(f"no process {server_pid} (this needs Linux /proc)")
+    for name, value in (
+        ("receivers", receivers),
+        ("channels", channels),
+        ("publishers", publishers),
+    ):
+        if value < (0 if name == "receivers" else 1):
+            raise typer.BadParameter(f"{name} must be at least 1, got {value}")
+    if rate < 0 or duration <= 0 or size < 0 or window < 1 or processes < 0:
+        raise typer.BadParameter("rate, duration, size, window and processes must be positive")
+    if plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise typer.BadParameter(
+                "--plot needs matplotlib: pip install 'wshub[bench]'"
+            ) from None
+    try:
+        chosen = available_client(client)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    config = BenchConfig(
+        url=url,
+        receivers=receivers,
+        channels=channels,
+        publishers=publishers,
+        rate=rate,
+        duration=duration,
+        size=size,
+        window=window,
+        processes=processes,
+        client=chosen,
+        server_pid=server_pid,
+    )
+    try:
+        with LiveView() as view:
+            result = run_bench(config, view.update)
+    except (OSError, RuntimeError) as exc:
+        typer.echo(f"benchmark failed against {url}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if plot is not None:
+        from wshub.bench.plot import plot as draw
+
+        draw(result, plot)
+    if json_out:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        typer.echo(result.to_text())
+    if not result.connected and receivers:
+        raise typer.Exit(1)
+
+
+@app.command()
 def version() -> None:
     """Print the wshub version."""
     typer.echo(__version__)

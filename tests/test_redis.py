@@ -235,3 +235,35 @@ async def test_password_in_the_url(make_server: ServerFactory) -> None:
         assert "s3cret" not in good.log() and "wrong" not in bad.log()
     finally:
         secured.stop()
+
+
+async def test_the_dashboard_shows_every_node(
+    make_server: ServerFactory, redis: RedisProcess
+) -> None:
+    import json
+    import urllib.request
+
+    a, b = (make_server("--broker", redis.url, "--api-key", "k3y") for _ in range(2))
+
+    def stats() -> dict[str, Any]:
+        request = urllib.request.Request(
+            f"{a.http}/admin/stats", headers={"Authorization": "apikey k3y"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            body: dict[str, Any] = json.load(resp)
+            return body
+
+    async with connect(a.url, "x"), connect(b.url, "y"), connect(b.url, "z"):
+        deadline = time.monotonic() + 10
+        while True:
+            nodes = (await asyncio.to_thread(stats))["nodes"]
+            if sorted(n["connections"] for n in nodes) == [1, 2]:
+                break
+            assert time.monotonic() < deadline, nodes
+            await asyncio.sleep(0.3)
+        assert len({n["node"] for n in nodes}) == 2
+    b.stop()  # a node that is gone drops off the dashboard by itself
+    deadline = time.monotonic() + 15
+    while len((await asyncio.to_thread(stats))["nodes"]) != 1:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.5)

@@ -4,8 +4,9 @@ The page holds no data; every figure comes from ``/admin/stats``, which answers 
 ``Authorization: apikey KEY``. Counters are cumulative, so any number of dashboards can poll
 without the server keeping per-viewer state: each one turns two polls into a rate itself.
 
-The stats are a list of nodes even with one node, so that a shared broker can list every node
-of a cluster later without changing the page or the document's shape.
+The stats are a list of nodes: every node shares its figures through the broker every
+:data:`SHARE_SECONDS` (they expire after three periods), so with Redis any node's dashboard shows
+the whole cluster, and a node that died drops off by itself.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import os
 import socket
 import time
@@ -22,6 +24,7 @@ from typing import Any, Final
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from wshub.brokers import BrokerUnavailable
 from wshub.hub import Hub
 
 __all__ = ["CHANNELS_SHOWN", "admin_router", "api_key_matches", "node_stats", "sample_queues"]
@@ -30,6 +33,7 @@ CHANNELS_SHOWN: Final = 200
 """Channels listed in the stats, busiest first; ``channels_total`` says how many exist."""
 
 NODE: Final = f"{socket.gethostname()}:{os.getpid()}"
+SHARE_SECONDS: Final = 2.0
 
 
 def api_key_matches(header: str | None, api_key: str) -> bool:
@@ -66,10 +70,18 @@ def node_stats(hub: Hub, started: float, queues: tuple[int, int]) -> dict[str, A
     }
 
 
-async def sample_queues(hub: Hub, every: float = 1.0) -> None:
-    """Keep the queue-depth gauges fresh: once a second, one pass over the connections."""
+async def sample_queues(hub: Hub, started: float, every: float = 1.0) -> None:
+    """Keep the queue-depth gauges fresh: once a second, one pass over the connections; and
+    share this node's figures with the cluster every :data:`SHARE_SECONDS`."""
+    last_shared = 0.0
     while True:
-        hub.metrics.sample_queues(hub.queue_depths())
+        queues = hub.metrics.sample_queues(hub.queue_depths())
+        now = time.monotonic()
+        if now - last_shared >= SHARE_SECONDS and hub.serving:
+            last_shared = now
+            stats = json.dumps(node_stats(hub, started, queues)).encode()
+            with contextlib.suppress(BrokerUnavailable):
+                await hub.broker.share_stats(NODE, stats, 3 * SHARE_SECONDS)
         await asyncio.sleep(every)
 
 
@@ -78,7 +90,7 @@ def admin_router(hub: Hub, api_key: str | None) -> APIRouter:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        sampler = asyncio.create_task(sample_queues(hub))
+        sampler = asyncio.create_task(sample_queues(hub, started))
         try:
             yield
         finally:
@@ -101,13 +113,20 @@ def admin_router(hub: Hub, api_key: str | None) -> APIRouter:
                 status_code=401,
                 headers={"WWW-Authenticate": "apikey"},
             )
-        channels = await hub.broker.channels()
-        busiest = sorted(channels.items(), key=lambda kv: (-kv[1], kv[0]))[:CHANNELS_SHOWN]
         queues = hub.metrics.sample_queues(hub.queue_depths())
+        here = node_stats(hub, started, queues)
+        try:
+            channels = await hub.broker.channels()
+            shared = [json.loads(raw) for raw in await hub.broker.cluster_stats()]
+        except BrokerUnavailable:
+            channels, shared = {}, []
+        # This node's own figures are always fresh; the others' are at most a period old.
+        nodes = [here, *(n for n in shared if n.get("node") != NODE)]
+        busiest = sorted(channels.items(), key=lambda kv: (-kv[1], kv[0]))[:CHANNELS_SHOWN]
         return JSONResponse(
             {
                 "time": int(time.time() * 1000),
-                "nodes": [node_stats(hub, started, queues)],
+                "nodes": sorted(nodes, key=lambda n: str(n.get("node"))),
                 "channels": [{"channel": name, "subscribers": n} for name, n in busiest],
                 "channels_total": len(channels),
             }

@@ -100,3 +100,9 @@ class Broker(Protocol):
 
     async def disconnect(self, user: str) -> None:
         """Close every connection of ``user`` on every node."""
+
+    async def share_stats(self, node: str, stats: bytes, ttl: float) -> None:
+        """Publish this node's figures (JSON) for the dashboards of every node, for ``ttl`` s."""
+
+    async def cluster_stats(self) -> list[bytes]:
+        """The figures every live node shared, this one's included."""

@@ -39,6 +39,7 @@ class MemoryBroker:
         self._subscribed: set[str] = set()
         self._sink: BrokerSink | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._stats = b""
 
     async def start(self, sink: BrokerSink) -> None:
         self._sink = sink
@@ -105,6 +106,12 @@ class MemoryBroker:
     async def disconnect(self, user: str) -> None:
         if self._sink is not None:
             self._sink.deliver_disconnect(user)
+
+    async def share_stats(self, node: str, stats: bytes, ttl: float) -> None:
+        self._stats = stats  # one node: the only figures there are
+
+    async def cluster_stats(self) -> list[bytes]:
+        return [self._stats] if self._stats else []
 
     def _log(self, channel: str) -> ChannelLog:
         log = self._logs.get(channel)

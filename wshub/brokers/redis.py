@@ -371,6 +371,26 @@ class RedisBroker:
         )
         return {name.decode(): int(n) for name, n in counts.items() if int(n) > 0}
 
+    async def share_stats(self, node: str, stats: bytes, ttl: float) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(f"{self.prefix}:stats:{node}", stats, px=int(ttl * 1000))
+            pipe.sadd(f"{self.prefix}:stats", node)
+            await self._call(pipe.execute())
+
+    async def cluster_stats(self) -> list[bytes]:
+        index = f"{self.prefix}:stats"
+        members: set[Any] = await self._call(self._redis.smembers(index))
+        nodes = sorted(m.decode() for m in members)
+        if not nodes:
+            return []
+        found: list[Any] = await self._call(
+            self._redis.mget([f"{self.prefix}:stats:{n}" for n in nodes])
+        )
+        gone = [n for n, v in zip(nodes, found, strict=True) if v is None]
+        if gone:  # nodes that stopped sharing: their figures expired
+            await self._call(self._redis.srem(index, *gone))
+        return [v for v in found if isinstance(v, bytes)]
+
     async def _heartbeat_forever(self) -> None:
         ttl = self.settings.presence_ttl
         while True:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
@@ -56,6 +57,8 @@ class Connection:
         "close_code",
         "closed",
         "kind",
+        "opened",
+        "peer",
         "rate",
         "session",
         "user",
@@ -70,6 +73,7 @@ class Connection:
         on_overflow: Callable[[Connection], None],
         rate: RateLimiter | None = None,
         kind: str = "ws",
+        peer: str = "",
     ) -> None:
         self.session = session
         self.user = user
@@ -78,6 +82,9 @@ class Connection:
         self.rate = rate
         self.closed = False
         self.close_code: int | None = None
+        self.peer = peer
+        """The client's address as the server saw it, for the log."""
+        self.opened = time.monotonic()
         self._link = link
         self._queue: deque[str] = deque()
         self._queue_size = queue_size
@@ -92,6 +99,11 @@ class Connection:
     @property
     def queued(self) -> int:
         return len(self._queue)
+
+    @property
+    def closing(self) -> bool:
+        """Whether a close has been asked for (or the connection is already over)."""
+        return self.closed or self._closing is not None
 
     def push(self, frame: str) -> None:
         """Queue a frame for this client without waiting. Overflow drops the client (4008)."""

@@ -10,22 +10,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qs
 
-import msgspec
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.routing import WebSocketRoute
 
 from wshub import __version__, asyncapi, metrics, protocol
-from wshub.config import Settings
 from wshub.dashboard import admin_router
 from wshub.hub import Hub, Refusal
 
@@ -96,6 +92,12 @@ def open_mode_user(scope: Scope) -> str | None:
     return name if protocol.is_user_id(name) else None
 
 
+def peer_of(scope: Scope) -> str:
+    """``host:port`` of the client as the server saw it (a proxy's address behind one)."""
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else ""
+
+
 async def refuse(scope: Scope, send: Send, refusal: Refusal) -> None:
     """Refuse a WebSocket handshake with an HTTP status, before any upgrade."""
     if "websocket.http.response" not in (scope.get("extensions") or {}):
@@ -133,7 +135,9 @@ class ProtocolEndpoint:
         try:
             await hub.start()
             await send({"type": "websocket.accept"})
-            conn = hub.connect(user, AsgiLink(scope, send, hub.settings.close_timeout))
+            link = AsgiLink(scope, send, hub.settings.close_timeout)
+            conn = hub.connect(user, link, peer=peer_of(scope))
+            code: int | None = None
             try:
                 await hub.ready(conn)
                 hub.welcome(conn)
@@ -148,9 +152,10 @@ class ProtocolEndpoint:
                         else:
                             hub.handle_binary(conn)
                     elif kind == "websocket.disconnect":
+                        code = message.get("code")
                         break
             finally:
-                await hub.disconnect(conn)
+                await hub.disconnect(conn, code)
         finally:
             hub.release(user)
 
@@ -173,7 +178,9 @@ class ChatEndpoint:
         try:
             await hub.start()
             await send({"type": "websocket.accept"})
-            conn = hub.connect(client_id, AsgiLink(scope, send, hub.settings.close_timeout), "chat")
+            link = AsgiLink(scope, send, hub.settings.close_timeout)
+            conn = hub.connect(client_id, link, "chat", peer_of(scope))
+            code: int | None = None
             try:
                 await hub.chat_join(conn)
                 while True:
@@ -186,9 +193,10 @@ class ChatEndpoint:
                             continue
                         await hub.chat_say(conn, text)
                     elif kind == "websocket.disconnect":
+                        code = message.get("code")
                         break
             finally:
-                await hub.chat_leave(conn)
+                await hub.chat_leave(conn, code)
         finally:
             hub.release(client_id)
 
@@ -199,23 +207,6 @@ def build_router(hub: Hub) -> APIRouter:
     router.routes.append(WebSocketRoute("/ws", ProtocolEndpoint(hub), name="wshub"))
     router.routes.append(WebSocketRoute("/ws/{client_id}", ChatEndpoint(hub), name="wshub_chat"))
     return router
-
-
-WORKER_CONFIG = "WSHUB__WORKER_CONFIG"
-"""The environment variable through which `wshub serve --workers N` configures its workers."""
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    broker: str
-    settings: Settings
-    api_key: str | None = None
-
-
-def app_from_environment() -> FastAPI:
-    """The app of one worker process of `wshub serve --workers N` (a uvicorn factory)."""
-    config = msgspec.json.decode(os.environ[WORKER_CONFIG], type=WorkerConfig)
-    return create_app(Hub(config.broker, config.settings), api_key=config.api_key)
 
 
 def create_app(hub: Hub | None = None, *, api_key: str | None = None) -> FastAPI:
@@ -257,11 +248,28 @@ def create_app(hub: Hub | None = None, *, api_key: str | None = None) -> FastAPI
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> JSONResponse:
-        """200 while this node can serve WebSocket clients."""
+        """Liveness: 200 while the process runs and its hub is started, draining or not."""
         status = 200 if hub.serving else 503
         return JSONResponse(
             {"status": "ok" if status == 200 else "starting", "connections": hub.connection_count},
             status_code=status,
+        )
+
+    @app.get("/readyz", tags=["operations"])
+    async def readyz() -> JSONResponse:
+        """Readiness: 200 when this node accepts connections (broker connected, not
+        draining); 503 otherwise, so a load balancer sends new clients elsewhere."""
+        if hub.accepting:
+            status = "ready"
+        elif hub.draining:
+            status = "draining"
+        elif not hub.serving:
+            status = "starting"
+        else:
+            status = "broker unavailable"
+        return JSONResponse(
+            {"status": status, "connections": hub.connection_count},
+            status_code=200 if status == "ready" else 503,
         )
 
     return app

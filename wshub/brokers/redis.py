@@ -25,7 +25,6 @@ import logging
 import secrets
 from collections.abc import Awaitable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from msgspec import Raw
@@ -40,6 +39,7 @@ from wshub.brokers.redis_scripts import HEARTBEAT, PRESENCE_ADD, PRESENCE_REMOVE
 from wshub.config import Settings
 from wshub.history import Recovery, new_epoch, page, recover
 from wshub.publication import Publication
+from wshub.redaction import redact_url
 
 __all__ = ["RedisBroker"]
 
@@ -119,6 +119,11 @@ class RedisBroker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(connected), CONFIRM_SECONDS)
 
+    @property
+    def ready(self) -> bool:
+        """Subscribed to Redis, and the last command did not fail."""
+        return self._pubsub is not None and not self._down and not self._closing
+
     async def close(self) -> None:
         self._closing = True
         for task in self._tasks:
@@ -157,14 +162,14 @@ class RedisBroker:
             log.warning(
                 "Redis at %s is unreachable (%s): publish and send answer 'unavailable' "
                 "until it is back",
-                _redact(self.url),
+                redact_url(self.url),
                 exc,
             )
 
     def _came_back(self) -> None:
         if self._down:
             self._down = False
-            log.warning("Redis at %s is reachable again", _redact(self.url))
+            log.warning("Redis at %s is reachable again", redact_url(self.url))
 
     # --- pub/sub --------------------------------------------------------------------------
 
@@ -424,12 +429,3 @@ def _parse_entry(channel: str, entry: bytes) -> Publication:
         data,
         int(ts),
     )
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, for logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))

@@ -28,7 +28,9 @@ FLAGS = {
     "--ping-interval": "20",
     "--ping-timeout": "20",
     "--presence-ttl": "30",
+    "--drain-seconds": "10",
     "--log-level": "info",
+    "--log-format": "text",
 }
 
 

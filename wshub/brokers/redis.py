@@ -49,6 +49,8 @@ T = TypeVar("T")
 NO_SENDER = b"~"
 CONFIRM_SECONDS = 5.0
 MAX_BACKOFF = 2.0
+POOL_SIZE = 32
+"""Redis connections for commands, per node; pub/sub has one more of its own."""
 
 
 class RedisBroker:
@@ -65,9 +67,18 @@ class RedisBroker:
         # Commands get one immediate retry, for a pooled connection that went stale while
         # Redis restarted; no more, so that a client waiting on a publish during an outage
         # hears "unavailable" now. The listener never retries: it reconnects by itself.
-        self._redis = aioredis.from_url(
-            url, socket_timeout=5, retry=Retry(NoBackoff(), 1), **options
+        # A bounded pool: commands wait for a free connection instead of opening one per
+        # concurrent command (10,000 clients joining at once would open 10,000 connections,
+        # kept open for ever; the soak test found it).
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=POOL_SIZE,
+            timeout=CONFIRM_SECONDS,
+            socket_timeout=5,
+            retry=Retry(NoBackoff(), 1),
+            **options,
         )
+        self._redis = aioredis.Redis.from_pool(pool)
         self._sub_client = aioredis.from_url(url, retry=Retry(NoBackoff(), 0), **options)
         self._publish = self._redis.register_script(PUBLISH)
         self._read = self._redis.register_script(READ)

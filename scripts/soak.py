@@ -57,6 +57,7 @@ class Tally:
     resumes_refused: int = 0
     order_errors: list[str] = field(default_factory=list)
     client_errors: int = 0
+    unavailable: int = 0
 
 
 def redis_sockets(pid: int, redis_port: int) -> int:
@@ -190,6 +191,8 @@ async def churner(
                         if reply["type"] == "ack":
                             tally.publishes += 1
                             tally.acked[(channel, reply["offset"])] = data
+                        else:  # "unavailable": not acknowledged, so not expected anywhere
+                            tally.unavailable += 1
                     await asyncio.sleep(rnd.uniform(0.5, 2))
                 if rnd.random() < 0.5:
                     await session.request({"type": "leave", "channel": joined[0]})
@@ -338,7 +341,8 @@ async def soak(args: argparse.Namespace) -> bool:
         f"acknowledged publications: {len(tally.acked)}, lost (either auditor): {lost}; "
         f"sessions: {tally.sessions}; resumes with since: {tally.resumes} "
         f"(refused: {tally.resumes_refused}); order errors: {len(tally.order_errors)} "
-        f"{tally.order_errors[:3]}; client errors: {tally.client_errors}"
+        f"{tally.order_errors[:3]}; client errors: {tally.client_errors}; publishes answered "
+        f"'unavailable': {tally.unavailable}"
     )
     print("PASS" if ok else "FAIL")
     return ok

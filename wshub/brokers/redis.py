@@ -49,7 +49,7 @@ T = TypeVar("T")
 NO_SENDER = b"~"
 CONFIRM_SECONDS = 5.0
 MAX_BACKOFF = 2.0
-POOL_SIZE = 32
+POOL_SIZE = 64
 """Redis connections for commands, per node; pub/sub has one more of its own."""
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.conftest import ServerFactory
+from tests.support import connect
 from wshub.cli import app
 from wshub.options import ConfigError, Origin, ServeConfig, read_toml, resolve, settings_table
 
@@ -112,3 +114,17 @@ def test_an_invalid_variable_fails_at_start_naming_it() -> None:
     assert "log_format must be one of text, json, got 'yaml' (from env WSHUB_LOG_FORMAT)" in (
         " ".join(proc.stderr.replace("│", " ").split())
     )
+
+
+async def test_serve_runs_with_the_file_under_the_variables(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    path = tmp_path / "wshub.toml"
+    path.write_text("ping_interval = 7\nmax_channels = 1\nhistory_size = 3\n")
+    node = make_server("--config", str(path), WSHUB_MAX_CHANNELS="2")
+    async with connect(node.url, "filed") as client:
+        assert client.welcome["heartbeat"] == 7  # from the file
+        await client.join("cfg:a")
+        await client.join("cfg:b")  # 2 channels: the variable won over the file's 1
+        reply = await client.request({"type": "join", "channel": "cfg:c"})
+        assert reply["code"] == "limit"

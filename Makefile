@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed-dev
 HOST    ?= 127.0.0.1
 PORT    ?= 8000
 
-.PHONY: serve test check lint format typecheck pytest system-deps screenshots bench clean
+.PHONY: serve test check lint format typecheck pytest system-deps screenshots bench soak clean
 
 serve: $(STAMP)
 	$(VENV)/bin/wshub serve --host $(HOST) --port $(PORT)
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml | $(PY)
 
 # System packages the tests use (real Redis, real Chromium, ...), installed with apt-get when missing.
 system-deps:
-	@scripts/system-deps.sh redis-server chromium
+	@scripts/system-deps.sh redis-server chromium nginx
 
 # Everything CI runs: format, lint, types, tests.
 test: $(STAMP) system-deps
@@ -50,6 +50,11 @@ $(NODE_WS)/node_modules/.package-lock.json: $(NODE_WS)/package.json $(NODE_WS)/p
 # Retake docs/chat.png and docs/dashboard.png with Playwright and Chromium.
 screenshots: $(STAMP) system-deps
 	$(PY) scripts/screenshots.py
+
+# 10 minutes of churn against two nodes and Redis: leaks and lost messages (docs/soak.md).
+# Not part of `make test`. SOAK_ARGS="--minutes 1 --clients 300" for a quick check.
+soak: $(STAMP) system-deps
+	$(PY) scripts/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(NODE_WS)/node_modules .mypy_cache .ruff_cache .pytest_cache *.egg-info

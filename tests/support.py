@@ -56,6 +56,7 @@ class ServerProcess:
         cmd = [sys.executable, "-m", "wshub", "serve", "--port", str(self.port), *self.flags]
         env = {**os.environ, **self.env}
         env.setdefault("WSHUB_LOG_LEVEL", "warning")
+        env.setdefault("WSHUB_DRAIN_SECONDS", "0")  # tests that drain say how long
         self._log = self.log_path.open("ab" if self.proc is not None else "wb")  # keep on restart
         self.proc = subprocess.Popen(
             cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=ROOT

@@ -32,7 +32,10 @@ FLAGS = {
     "--jwt-public-key": "(none: open mode)",
     "--allowed-origins": "(any origin)",
     "--api-key": "(none: API off)",
+    "--drain-seconds": "10",
+    "--fast-path": "fast-path",
     "--log-level": "info",
+    "--log-format": "text",
 }
 
 

@@ -186,17 +186,16 @@ async def test_workers_serve_one_port(make_server: ServerFactory, redis: RedisPr
     seen: set[str] = set()
     channel = room()
     async with contextlib.AsyncExitStack() as stack:
-        clients = []
-        # The kernel hands each new connection to whichever worker accepts first, so the split
-        # is uneven; keep connecting until both have taken some.
-        for i in range(200):
-            client = await stack.enter_async_context(connect(srv.url, f"w{i}"))
+        clients: list[Client] = []
+        # /healthz answers as soon as one worker is up: connect until both take connections.
+        deadline = time.monotonic() + 15
+        while len(clients) < 30 or len(seen) < 2:
+            assert time.monotonic() < deadline, "both processes should take connections"
+            client = await stack.enter_async_context(connect(srv.url, f"w{len(clients)}"))
             clients.append(client)
             seen.add(client.welcome["server"]["node"])
-            if len(seen) == 2 and i >= 10:
-                break
-            await asyncio.sleep(0.01)
-        assert len(seen) == 2  # both processes took connections
+            if len(clients) >= 30:
+                await asyncio.sleep(0.1)
         for client in clients:
             await client.join(channel)
         await clients[0].publish(channel, "to all workers")

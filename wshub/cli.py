@@ -1,19 +1,25 @@
-"""The ``wshub`` command line. Every ``serve`` flag can also be set as ``WSHUB_<FLAG>``."""
+"""The ``wshub`` command line.
+
+``serve`` and ``config`` take the same options, built from the table in :mod:`wshub.options`:
+each is a flag, a ``WSHUB_<NAME>`` variable, or a key of the TOML file given by ``--config``
+(or ``WSHUB_CONFIG``), in that order of precedence.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
+import inspect
 import json
-import logging
 import os
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from wshub import __version__
-from wshub.config import Settings
+from wshub.options import ConfigError, Origin, ServeConfig, read_toml, resolve, settings_table
 
 app = typer.Typer(
     help="wshub: a real-time messaging hub on FastAPI (channels, presence, history, limits).",
@@ -21,194 +27,83 @@ app = typer.Typer(
     add_completion=False,
 )
 
-_D = Settings()
+_CONFIG_HELP = "A TOML file of settings (keys as in `wshub config`); flags and variables win."
 
 
-log = logging.getLogger("wshub.cli")
+def serve_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command(ctx, config, **values)`` one typer option per setting of the table."""
+    params = [
+        inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
+        inspect.Parameter(
+            "config",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=typer.Option(None, "--config", help=_CONFIG_HELP, envvar="WSHUB_CONFIG"),
+            annotation=Path | None,
+        ),
+    ]
+    for s in settings_table():
+        option = typer.Option(
+            s.default,
+            f"{s.flag}/--no-{s.flag[2:]}" if s.type is bool else s.flag,
+            help=s.help,
+            envvar=s.env,
+            show_default=s.shown if s.shown is not None else not s.secret,
+        )
+        params.append(
+            inspect.Parameter(
+                s.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=s.type
+            )
+        )
+    command.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
+    return command
+
+
+def effective(
+    ctx: typer.Context, config: Path | None, values: dict[str, Any]
+) -> tuple[ServeConfig, dict[str, Origin]]:
+    """The configuration from flags, variables, the file and defaults; BadParameter if invalid."""
+    given: dict[str, tuple[Any, Origin]] = {}
+    for s in settings_table():
+        # typer may carry its own copy of click: compare the source by name.
+        source = getattr(ctx.get_parameter_source(s.name), "name", "")
+        if source == "COMMANDLINE":
+            given[s.name] = (values[s.name], Origin("flag", s.flag))
+        elif source == "ENVIRONMENT":
+            given[s.name] = (values[s.name], Origin("env", s.env))
+    try:
+        file_values = read_toml(config) if config is not None else {}
+        return resolve(given, file_values, str(config or ""))
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+@app.command()
+@serve_options
+def serve(ctx: typer.Context, config: Path | None = None, **values: Any) -> None:
+    """Run a wshub node: /ws (JSON protocol), /ws/{client_id} (plain-text chat), the chat
+    page at /, the dashboard at /admin, /metrics, /asyncapi.json, /healthz and /readyz.
+
+    SIGTERM or SIGINT drains the node (new clients get 503, connected ones 1001 over
+    --drain-seconds), then exits 0; a second signal exits at once."""
+    from wshub.node import run
+
+    cfg, _ = effective(ctx, config, values)
+    raise typer.Exit(run(cfg))
+
+
+@app.command("config")
+@serve_options
+def show_config(ctx: typer.Context, config: Path | None = None, **values: Any) -> None:
+    """Print the configuration `wshub serve` would run with (same options), where each value
+    came from (flag, env, file or default), secrets masked."""
+    from wshub.options import describe
+
+    cfg, origins = effective(ctx, config, values)
+    typer.echo(describe(cfg, origins))
 
 
 def _opt(help: str, env: str, show_default: bool | str = True) -> Any:
     return typer.Option(help=help, envvar=f"WSHUB_{env}", show_default=show_default)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether only this machine can reach ``host``; a name other than localhost may not be."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-@app.command()
-def serve(
-    host: Annotated[str, _opt("Address to listen on.", "HOST")] = "127.0.0.1",
-    port: Annotated[int, _opt("Port to listen on.", "PORT")] = 8000,
-    broker: Annotated[
-        str,
-        _opt(
-            "Broker URL: memory:// (one process) or redis://[:PASSWORD@]HOST:PORT/DB "
-            "(rediss:// for TLS) to share channels, presence and history between processes "
-            "and machines.",
-            "BROKER",
-        ),
-    ] = "memory://",
-    workers: Annotated[
-        int,
-        _opt("Worker processes on one port; more than 1 needs a shared broker.", "WORKERS"),
-    ] = 1,
-    max_connections: Annotated[
-        int, _opt("Connections per node; more are refused with 503.", "MAX_CONNECTIONS")
-    ] = _D.max_connections,
-    max_connections_per_user: Annotated[
-        int,
-        _opt("Connections per user on a node (0: no limit).", "MAX_CONNECTIONS_PER_USER"),
-    ] = _D.max_connections_per_user,
-    max_frame_bytes: Annotated[
-        int,
-        _opt(
-            "Largest frame processed; larger ones get too_large, and above "
-            "max(1 MiB, 16x this) the connection closes with 1009.",
-            "MAX_FRAME_BYTES",
-        ),
-    ] = _D.max_frame_bytes,
-    rate_limit: Annotated[
-        float, _opt("Frames per second per connection (0: no limit).", "RATE_LIMIT")
-    ] = _D.rate_limit,
-    max_channels: Annotated[
-        int, _opt("Channels one connection may join.", "MAX_CHANNELS")
-    ] = _D.max_channels,
-    queue_size: Annotated[
-        int,
-        _opt("Outbound frames queued per connection; overflow closes it (4008).", "QUEUE_SIZE"),
-    ] = _D.queue_size,
-    history_size: Annotated[
-        int, _opt("Messages kept per channel.", "HISTORY_SIZE")
-    ] = _D.history_size,
-    history_ttl: Annotated[
-        float, _opt("Seconds a message stays in history.", "HISTORY_TTL")
-    ] = _D.history_ttl,
-    ping_interval: Annotated[
-        float, _opt("Seconds between WebSocket pings (0: off).", "PING_INTERVAL")
-    ] = _D.ping_interval,
-    ping_timeout: Annotated[
-        float, _opt("Seconds without a pong before a peer is dropped.", "PING_TIMEOUT")
-    ] = _D.ping_timeout,
-    presence_ttl: Annotated[
-        float,
-        _opt("Seconds for a vanished node to leave presence (shared brokers).", "PRESENCE_TTL"),
-    ] = _D.presence_ttl,
-    jwt_secret: Annotated[
-        str,
-        _opt(
-            "HS256 secret (at least 32 bytes): clients need a JWT. Unset: open mode.",
-            "JWT_SECRET",
-            "none: open mode",
-        ),
-    ] = "",
-    jwt_public_key: Annotated[
-        str,
-        _opt(
-            "PEM public key file (RSA: RS256, EC P-256: ES256): clients need a JWT.",
-            "JWT_PUBLIC_KEY",
-            "none: open mode",
-        ),
-    ] = "",
-    allowed_origins: Annotated[
-        str,
-        _opt(
-            "Comma-separated origins allowed to connect; any other Origin gets 403.",
-            "ALLOWED_ORIGINS",
-            "any origin",
-        ),
-    ] = "",
-    api_key: Annotated[
-        str,
-        _opt(
-            "Key for the HTTP API (/api, header 'Authorization: apikey KEY').",
-            "API_KEY",
-            "none: API off",
-        ),
-    ] = "",
-    fast_path: Annotated[
-        bool,
-        _opt(
-            "Write each frame's pre-built bytes straight to the socket (uvicorn only); "
-            "--no-fast-path sends every frame through ASGI.",
-            "FAST_PATH",
-        ),
-    ] = True,
-    log_level: Annotated[str, _opt("debug, info, warning or error.", "LOG_LEVEL")] = "info",
-) -> None:
-    """Run a wshub node: /ws (JSON protocol), /ws/{client_id} (plain-text chat), the chat
-    page at /, the dashboard at /admin, /metrics, /asyncapi.json and /healthz."""
-    import msgspec
-    import uvicorn
-
-    from wshub.brokers import is_shared
-    from wshub.server import SERVE_CONFIG, ServeConfig, build_app
-
-    settings = Settings(
-        max_connections=max_connections,
-        max_connections_per_user=max_connections_per_user,
-        max_frame_bytes=max_frame_bytes,
-        rate_limit=rate_limit,
-        max_channels=max_channels,
-        queue_size=queue_size,
-        history_size=history_size,
-        history_ttl=history_ttl,
-        ping_interval=ping_interval,
-        ping_timeout=ping_timeout,
-        presence_ttl=presence_ttl,
-        fast_path=fast_path,
-    )
-    config = ServeConfig(
-        broker=broker,
-        settings=settings,
-        jwt_secret=jwt_secret or None,
-        jwt_public_key=jwt_public_key or None,
-        allowed_origins=[o for o in allowed_origins.split(",") if o.strip()],
-        api_key=api_key or None,
-    )
-    try:
-        if workers < 1:
-            raise ValueError(f"workers must be at least 1, got {workers}")
-        if workers > 1 and not is_shared(broker):
-            raise ValueError(
-                f"--workers {workers} needs a shared broker such as redis://HOST:PORT/0: with "
-                f"{broker} each worker would be a separate hub whose clients cannot reach "
-                "each other"
-            )
-        app_ = build_app(config)  # validates every setting before anything listens
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    level = log_level.lower()
-    logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    if config.jwt_secret is None and config.jwt_public_key is None and not is_loopback(host):
-        log.warning(
-            "OPEN MODE on %s: no --jwt-secret or --jwt-public-key, so anyone who can reach "
-            "this address connects as any user they name and may join and publish anywhere",
-            host,
-        )
-    options: dict[str, Any] = {
-        "host": host,
-        "port": port,
-        "ws": "wshub.uvicorn_ws:WshubWebSocketProtocol",
-        "ws_max_size": settings.hard_frame_bytes,
-        # Off: deflate compresses every frame once per subscriber, which defeats encoding once.
-        "ws_per_message_deflate": False,
-        "ws_ping_interval": ping_interval or None,
-        "ws_ping_timeout": ping_timeout or None,
-        "log_level": level,
-        "lifespan": "on",
-    }
-    if workers == 1:
-        uvicorn.Server(uvicorn.Config(app_, **options)).run()
-        return
-    # Each worker builds its own hub (its own node id) from the same configuration.
-    os.environ[SERVE_CONFIG] = msgspec.json.encode(config).decode()
-    uvicorn.run("wshub.server:app_from_environment", factory=True, workers=workers, **options)
 
 
 _URL = typer.Option(help="The wshub server.", envvar="WSHUB_URL", show_default=True)

@@ -89,6 +89,8 @@ class Connection:
         "close_code",
         "closed",
         "kind",
+        "opened",
+        "peer",
         "permissions",
         "rate",
         "session",
@@ -105,6 +107,7 @@ class Connection:
         rate: RateLimiter | None = None,
         kind: str = "ws",
         permissions: Permissions | None = None,
+        peer: str = "",
     ) -> None:
         self.session = session
         self.user = user
@@ -115,6 +118,9 @@ class Connection:
         """The channels this connection may use; None allows all (open mode)."""
         self.closed = False
         self.close_code: int | None = None
+        self.peer = peer
+        """The client's address as the server saw it, for the log."""
+        self.opened = time.monotonic()
         self._link = link
         self._queue_size = queue_size
         self._on_overflow = on_overflow

@@ -27,7 +27,14 @@ from fastapi.responses import JSONResponse
 from wshub.brokers import BrokerUnavailable
 from wshub.hub import Hub
 
-__all__ = ["CHANNELS_SHOWN", "admin_router", "api_key_matches", "node_stats", "sample_queues"]
+__all__ = [
+    "CHANNELS_SHOWN",
+    "admin_router",
+    "api_key_matches",
+    "node_stats",
+    "process_stats",
+    "sample_queues",
+]
 
 CHANNELS_SHOWN: Final = 200
 """Channels listed in the stats, busiest first; ``channels_total`` says how many exist."""
@@ -67,7 +74,22 @@ def node_stats(hub: Hub, started: float, queues: tuple[int, int]) -> dict[str, A
         "refused": dict(m.refused),
         "queued": queues[0],
         "queue_max": queues[1],
+        **process_stats(),
     }
+
+
+def process_stats() -> dict[str, int | None]:
+    """Leak indicators for soak tests and operators: asyncio tasks, open file descriptors and
+    resident memory of this process (None where /proc is not available)."""
+    fds: int | None = None
+    rss: int | None = None
+    with contextlib.suppress(OSError):
+        fds = len(os.listdir("/proc/self/fd"))
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) * 1024
+    return {"tasks": len(asyncio.all_tasks()), "fds": fds, "rss_bytes": rss}
 
 
 async def sample_queues(hub: Hub, started: float, every: float = 1.0) -> None:

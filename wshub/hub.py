@@ -41,6 +41,25 @@ if TYPE_CHECKING:
 __all__ = ["CHAT_CHANNEL", "Authorize", "Hub", "Refusal"]
 
 log = logging.getLogger("wshub.hub")
+conn_log = logging.getLogger("wshub.connections")
+"""One line per connection open and close; INFO, so ``--log-level warning`` silences it."""
+
+DRAIN_TICK = 0.1
+"""Seconds between two batches of closes while draining."""
+
+CLOSE_NAMES: dict[int, str] = {
+    1000: "normal",
+    1001: "going away",
+    1003: "unsupported data",
+    1005: "no status",
+    1006: "abnormal",
+    1008: "policy violation",
+    1009: "too big",
+    1011: "internal error",
+    1012: "service restart",
+    4001: "token expired",
+    4008: "slow consumer",
+}
 
 CHAT_CHANNEL = "$chat"
 """The plain-text chat's broadcast channel; ``$`` keeps it out of reach of protocol clients."""
@@ -95,6 +114,7 @@ class Hub:
         self._admitted = 0
         self._admitted_per_user: dict[str, int] = {}
         self._started = False
+        self._draining = False
         self._start_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._router: APIRouter | None = None
@@ -123,6 +143,53 @@ class Hub:
         await self.broker.close()
         self._started = False
 
+    async def drain(self, seconds: float) -> None:
+        """Take this node out of service gracefully, for a shutdown.
+
+        New handshakes are refused with 503 from now on. Every connection is closed with 1001
+        after the frames already queued for it, in batches spread over ``seconds`` so that
+        the clients do not all reconnect to the other nodes at the same moment. Peers that
+        do not complete the close within the close timeout are cut off. Each connection's
+        end removes it from presence as usual; :meth:`stop` then leaves the cluster.
+        """
+        self._draining = True
+        loop = asyncio.get_running_loop()
+        conns = [c for c in self._attached if not c.closing]
+        log.warning("draining: closing %d connections with 1001 over %.1f s", len(conns), seconds)
+        batches = max(1, min(len(conns), int(seconds / DRAIN_TICK)))
+        started = loop.time()
+        for i in range(batches):
+            for conn in conns[i * len(conns) // batches : (i + 1) * len(conns) // batches]:
+                conn.close(protocol.CloseCode.GOING_AWAY, "server draining: reconnect")
+            if i + 1 < batches:
+                await asyncio.sleep(max(0.0, started + (i + 1) * seconds / batches - loop.time()))
+        # Connections that were mid-handshake when the drain began.
+        for conn in list(self._attached):
+            conn.close(protocol.CloseCode.GOING_AWAY, "server draining: reconnect")
+        if not await self._all_detached(self.settings.close_timeout):
+            for conn in list(self._attached):
+                conn.drop(protocol.CloseCode.GOING_AWAY, "server draining")
+            await self._all_detached(self.settings.close_timeout + 1)
+        log.warning("drained in %.1f s", loop.time() - started)
+
+    async def _all_detached(self, timeout: float) -> bool:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._attached:
+            if asyncio.get_running_loop().time() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    @property
+    def draining(self) -> bool:
+        """Whether :meth:`drain` has begun: handshakes are refused, /readyz says 503."""
+        return self._draining
+
+    @property
+    def accepting(self) -> bool:
+        """Ready to accept connections: started, broker connected, not draining."""
+        return self._started and not self._draining and self.broker.ready
+
     @contextlib.asynccontextmanager
     async def lifespan(self, app: object = None) -> AsyncIterator[None]:
         await self.start()
@@ -145,6 +212,9 @@ class Hub:
     def admit(self, user: str) -> Refusal | None:
         """Count a connection in, or say why not. Synchronous, so the cap cannot race."""
         s = self.settings
+        if self._draining:
+            self.metrics.handshake_refused(503)
+            return Refusal(503, "this node is shutting down: connect again", s.retry_after)
         if self._admitted >= s.max_connections:
             self.metrics.handshake_refused(503)
             return Refusal(503, "connection limit reached on this node", s.retry_after)
@@ -201,21 +271,27 @@ class Hub:
         *,
         permissions: Permissions | None = None,
         expires: float | None = None,
+        peer: str = "",
     ) -> Connection:
         """Create and register a connection for an admitted user, with its writer started.
 
         ``permissions`` limit the channels it may use (None: all); ``expires`` (seconds since
-        the Unix epoch) closes it with 4001 at that moment, when its token ends.
+        the Unix epoch) closes it with 4001 at that moment, when its token ends; ``peer`` is
+        the client's address, for the log.
         """
         s = self.settings
         rate = RateLimiter(s.rate_limit, self.clock()) if s.rate_limit > 0 else None
         session = secrets.token_hex(8)
         args = (session, user, link, s.queue_size, self._on_overflow, rate, kind, permissions)
         fast = link.fast
+        conn_log.info(
+            "connection open",
+            extra={"event": "open", "session": session, "user": user, "kind": kind, "peer": peer},
+        )
         conn: Connection = (
-            AsgiConnection(*args)
+            AsgiConnection(*args, peer=peer)
             if fast is None or not s.fast_path
-            else DirectConnection(*args, fast=fast, flusher=self._flusher)
+            else DirectConnection(*args, fast=fast, flusher=self._flusher, peer=peer)
         )
         self._attached[conn] = None
         if kind == "ws":  # the plain-text chat takes no direct messages
@@ -256,11 +332,29 @@ class Hub:
             except Exception:
                 log.exception("on_connect hook failed for %s", conn.user)
 
-    async def disconnect(self, conn: Connection) -> None:
-        """Forget a connection: its channels, its presence, its queue. Idempotent."""
+    async def disconnect(self, conn: Connection, code: int | None = None) -> None:
+        """Forget a connection: its channels, its presence, its queue. Idempotent.
+
+        ``code`` is the close code the client sent, when it closed first.
+        """
         if self._attached.pop(conn, 0) == 0:
             return
         self.metrics.connection_closed()
+        by_server = conn.close_code is not None
+        close = conn.close_code if by_server else code
+        conn_log.info(
+            "connection closed",
+            extra={
+                "event": "close",
+                "session": conn.session,
+                "user": conn.user,
+                "kind": conn.kind,
+                "code": close if close is not None else 1006,
+                "reason": CLOSE_NAMES.get(close or 1006, "application"),
+                "by": "server" if by_server else "client",
+                "duration": round(time.monotonic() - conn.opened, 3),
+            },
+        )
         conns = self._users.get(conn.user)
         if conns is not None:
             conns.pop(conn, None)
@@ -670,8 +764,8 @@ class Hub:
         conn.push(f"You wrote: {text}")
         await self.broker.emit(CHAT_CHANNEL, f"Client #{conn.user} says: {text}")
 
-    async def chat_leave(self, conn: Connection) -> None:
-        await self.disconnect(conn)
+    async def chat_leave(self, conn: Connection, code: int | None = None) -> None:
+        await self.disconnect(conn, code)
         with contextlib.suppress(BrokerUnavailable):
             await self.broker.emit(CHAT_CHANNEL, f"Client #{conn.user} left the chat")
 

@@ -10,21 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-import msgspec
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.routing import WebSocketRoute
 
 from wshub import __version__, asyncapi, metrics
-from wshub.auth import Identity, TokenVerifier
-from wshub.config import Settings
+from wshub.auth import Identity
 from wshub.connection import FastPath
 from wshub.dashboard import admin_router
 from wshub.handshake import Handshake
@@ -87,6 +83,12 @@ class AsgiLink:
             await asyncio.wait_for(self.close(code, reason), self._close_timeout)
 
 
+def peer_of(scope: Scope) -> str:
+    """``host:port`` of the client as the server saw it (a proxy's address behind one)."""
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else ""
+
+
 async def refuse(scope: Scope, send: Send, refusal: Refusal) -> None:
     """Refuse a WebSocket handshake with an HTTP status, before any upgrade."""
     if "websocket.http.response" not in (scope.get("extensions") or {}):
@@ -131,7 +133,9 @@ class ProtocolEndpoint:
                 AsgiLink(scope, send, hub.settings.close_timeout),
                 permissions=identity.permissions,
                 expires=identity.expires,
+                peer=peer_of(scope),
             )
+            code: int | None = None
             try:
                 await hub.ready(conn)
                 await hub.greet(conn)
@@ -146,9 +150,10 @@ class ProtocolEndpoint:
                         else:
                             hub.handle_binary(conn)
                     elif kind == "websocket.disconnect":
+                        code = message.get("code")
                         break
             finally:
-                await hub.disconnect(conn)
+                await hub.disconnect(conn, code)
         finally:
             hub.release(user)
 
@@ -185,7 +190,9 @@ class ChatEndpoint:
                 AsgiLink(scope, send, hub.settings.close_timeout),
                 "chat",
                 expires=identity.expires,
+                peer=peer_of(scope),
             )
+            code: int | None = None
             try:
                 await hub.chat_join(conn)
                 while True:
@@ -198,9 +205,10 @@ class ChatEndpoint:
                             continue
                         await hub.chat_say(conn, text)
                     elif kind == "websocket.disconnect":
+                        code = message.get("code")
                         break
             finally:
-                await hub.chat_leave(conn)
+                await hub.chat_leave(conn, code)
         finally:
             hub.release(client_id)
 
@@ -232,43 +240,6 @@ def build_router(hub: Hub, handshake: Handshake | None = None) -> APIRouter:
         WebSocketRoute("/ws/{client_id}", ChatEndpoint(hub, handshake), name="wshub_chat")
     )
     return router
-
-
-SERVE_CONFIG = "WSHUB__SERVE_CONFIG"
-"""The environment variable through which `wshub serve --workers N` configures its workers."""
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    """Everything `wshub serve` builds a node from; each worker process gets a copy."""
-
-    broker: str = "memory://"
-    settings: Settings = field(default_factory=Settings)
-    jwt_secret: str | None = None
-    jwt_public_key: str | None = None
-    allowed_origins: list[str] = field(default_factory=list)
-    api_key: str | None = None
-
-
-def build_app(config: ServeConfig) -> FastAPI:
-    """The app of one node; raises ValueError naming a setting that is out of range."""
-    if config.jwt_secret and config.jwt_public_key:
-        raise ValueError("give --jwt-secret or --jwt-public-key, not both")
-    config.settings.validate()
-    verifier = (
-        TokenVerifier.from_secret(config.jwt_secret)
-        if config.jwt_secret
-        else TokenVerifier.from_public_key_file(config.jwt_public_key)
-        if config.jwt_public_key
-        else None
-    )
-    hub = Hub(config.broker, config.settings)
-    return create_app(hub, Handshake(verifier, config.allowed_origins), config.api_key)
-
-
-def app_from_environment() -> FastAPI:
-    """The app of one worker process of `wshub serve --workers N` (a uvicorn factory)."""
-    return build_app(msgspec.json.decode(os.environ[SERVE_CONFIG], type=ServeConfig))
 
 
 def create_app(
@@ -316,11 +287,28 @@ def create_app(
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> JSONResponse:
-        """200 while this node can serve WebSocket clients."""
+        """Liveness: 200 while the process runs and its hub is started, draining or not."""
         status = 200 if hub.serving else 503
         return JSONResponse(
             {"status": "ok" if status == 200 else "starting", "connections": hub.connection_count},
             status_code=status,
+        )
+
+    @app.get("/readyz", tags=["operations"])
+    async def readyz() -> JSONResponse:
+        """Readiness: 200 when this node accepts connections (broker connected, not
+        draining); 503 otherwise, so a load balancer sends new clients elsewhere."""
+        if hub.accepting:
+            status = "ready"
+        elif hub.draining:
+            status = "draining"
+        elif not hub.serving:
+            status = "starting"
+        else:
+            status = "broker unavailable"
+        return JSONResponse(
+            {"status": status, "connections": hub.connection_count},
+            status_code=200 if status == "ready" else 503,
         )
 
     return app

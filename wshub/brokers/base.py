@@ -54,6 +54,10 @@ class Broker(Protocol):
     async def start(self, sink: BrokerSink) -> None:
         """Connect, and from now on hand deliveries to ``sink``."""
 
+    @property
+    def ready(self) -> bool:
+        """Whether the broker is connected and delivering right now (for ``/readyz``)."""
+
     async def close(self) -> None:
         """Leave the cluster cleanly: this node's presence entries go, connections close."""
 

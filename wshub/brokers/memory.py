@@ -45,6 +45,10 @@ class MemoryBroker:
         self._sink = sink
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
 
+    @property
+    def ready(self) -> bool:
+        return True  # in the process itself: nothing to be disconnected from
+
     async def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()

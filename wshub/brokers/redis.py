@@ -25,7 +25,6 @@ import logging
 import secrets
 from collections.abc import Awaitable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from msgspec import Raw
@@ -40,6 +39,7 @@ from wshub.brokers.redis_scripts import HEARTBEAT, PRESENCE_ADD, PRESENCE_REMOVE
 from wshub.config import Settings
 from wshub.history import Recovery, new_epoch, page, recover
 from wshub.publication import Publication
+from wshub.redaction import redact_url
 
 __all__ = ["RedisBroker"]
 
@@ -49,6 +49,8 @@ T = TypeVar("T")
 NO_SENDER = b"~"
 CONFIRM_SECONDS = 5.0
 MAX_BACKOFF = 2.0
+POOL_SIZE = 64
+"""Redis connections for commands, per node; pub/sub has one more of its own."""
 
 
 class RedisBroker:
@@ -65,9 +67,18 @@ class RedisBroker:
         # Commands get one immediate retry, for a pooled connection that went stale while
         # Redis restarted; no more, so that a client waiting on a publish during an outage
         # hears "unavailable" now. The listener never retries: it reconnects by itself.
-        self._redis = aioredis.from_url(
-            url, socket_timeout=5, retry=Retry(NoBackoff(), 1), **options
+        # A bounded pool: commands wait for a free connection instead of opening one per
+        # concurrent command (10,000 clients joining at once would open 10,000 connections,
+        # kept open for ever; the soak test found it).
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=POOL_SIZE,
+            timeout=CONFIRM_SECONDS,
+            socket_timeout=5,
+            retry=Retry(NoBackoff(), 1),
+            **options,
         )
+        self._redis = aioredis.Redis.from_pool(pool)
         self._sub_client = aioredis.from_url(url, retry=Retry(NoBackoff(), 0), **options)
         self._publish = self._redis.register_script(PUBLISH)
         self._read = self._redis.register_script(READ)
@@ -119,6 +130,11 @@ class RedisBroker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(connected), CONFIRM_SECONDS)
 
+    @property
+    def ready(self) -> bool:
+        """Subscribed to Redis, and the last command did not fail."""
+        return self._pubsub is not None and not self._down and not self._closing
+
     async def close(self) -> None:
         self._closing = True
         for task in self._tasks:
@@ -157,14 +173,14 @@ class RedisBroker:
             log.warning(
                 "Redis at %s is unreachable (%s): publish and send answer 'unavailable' "
                 "until it is back",
-                _redact(self.url),
+                redact_url(self.url),
                 exc,
             )
 
     def _came_back(self) -> None:
         if self._down:
             self._down = False
-            log.warning("Redis at %s is reachable again", _redact(self.url))
+            log.warning("Redis at %s is reachable again", redact_url(self.url))
 
     # --- pub/sub --------------------------------------------------------------------------
 
@@ -444,12 +460,3 @@ def _parse_entry(channel: str, entry: bytes) -> Publication:
         data,
         int(ts),
     )
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, for logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))

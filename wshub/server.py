@@ -21,7 +21,7 @@ from starlette.routing import WebSocketRoute
 
 from wshub import __version__, asyncapi, metrics
 from wshub.auth import Identity
-from wshub.connection import FastPath
+from wshub.connection import Connection, FastPath
 from wshub.dashboard import admin_router
 from wshub.handshake import Handshake
 from wshub.hub import Hub, Refusal
@@ -104,113 +104,116 @@ async def refuse(scope: Scope, send: Send, refusal: Refusal) -> None:
     await send({"type": "websocket.http.response.body", "body": refusal.reason.encode() + b"\n"})
 
 
-class ProtocolEndpoint:
-    """``/ws``: the JSON protocol of PROTOCOL.md."""
+class _Endpoint:
+    """One WebSocket endpoint's life of a connection: identify the client and count it in
+    before the upgrade (refusing with an HTTP status), accept, then feed the hub every frame
+    until the client goes. Subclasses say who the client is and what its frames mean."""
+
+    kind = "ws"
 
     def __init__(self, hub: Hub, handshake: Handshake) -> None:
         self.hub = hub
         self.handshake = handshake
 
+    def identify(self, scope: Scope) -> Identity | Refusal:
+        return self.handshake.identify(scope)
+
+    async def opened(self, conn: Connection) -> None: ...
+
+    async def text(self, conn: Connection, text: str) -> None: ...
+
+    def binary(self, conn: Connection) -> None: ...
+
+    async def closed(self, conn: Connection, code: int | None) -> None:
+        await self.hub.disconnect(conn, code)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
             return
         hub = self.hub
-        identity = self.handshake.identify(scope)
-        if isinstance(identity, Refusal):
-            hub.metrics.handshake_refused(identity.status)
-            await refuse(scope, send, identity)
-            return
-        user = identity.user
-        refusal = hub.admit(user)
+        identity = self.identify(scope)
+        refusal = identity if isinstance(identity, Refusal) else hub.admit(identity.user)
         if refusal is not None:
+            if refusal is identity:  # admit() counts its own refusals
+                hub.metrics.handshake_refused(refusal.status)
             await refuse(scope, send, refusal)
             return
+        assert isinstance(identity, Identity)
         try:
             await hub.start()
             await send({"type": "websocket.accept"})
             conn = hub.connect(
-                user,
+                identity.user,
                 AsgiLink(scope, send, hub.settings.close_timeout),
+                self.kind,
                 permissions=identity.permissions,
                 expires=identity.expires,
                 peer=peer_of(scope),
             )
             code: int | None = None
             try:
-                await hub.ready(conn)
-                await hub.greet(conn)
-                handle_text = hub.handle_text
+                await self.opened(conn)
+                text_of = self.text
                 while True:
                     message = await receive()
                     kind = message["type"]
                     if kind == "websocket.receive":
                         text = message.get("text")
                         if text is not None:
-                            await handle_text(conn, text)
+                            await text_of(conn, text)
                         else:
-                            hub.handle_binary(conn)
+                            self.binary(conn)
                     elif kind == "websocket.disconnect":
                         code = message.get("code")
                         break
             finally:
-                await hub.disconnect(conn, code)
+                await self.closed(conn, code)
         finally:
-            hub.release(user)
+            hub.release(identity.user)
 
 
-class ChatEndpoint:
+class ProtocolEndpoint(_Endpoint):
+    """``/ws``: the JSON protocol of PROTOCOL.md."""
+
+    async def opened(self, conn: Connection) -> None:
+        await self.hub.ready(conn)
+        await self.hub.greet(conn)
+
+    async def text(self, conn: Connection, text: str) -> None:
+        await self.hub.handle_text(conn, text)
+
+    def binary(self, conn: Connection) -> None:
+        self.hub.handle_binary(conn)
+
+
+class ChatEndpoint(_Endpoint):
     """``/ws/{client_id}``: the FastAPI tutorial's plain-text chat, without its bugs.
 
     With auth on, it needs a token like ``/ws``, and ``client_id`` must be the token's user:
     otherwise anyone could chat, unauthenticated, under any name.
     """
 
-    def __init__(self, hub: Hub, handshake: Handshake) -> None:
-        self.hub = hub
-        self.handshake = handshake
+    kind = "chat"
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (await receive())["type"] != "websocket.connect":
-            return
-        hub = self.hub
+    def identify(self, scope: Scope) -> Identity | Refusal:
         client_id = str(scope.get("path_params", {}).get("client_id", ""))
         identity = self._identify(scope, client_id)
         if isinstance(identity, Refusal):
-            await refuse(scope, send, identity)
-            return
-        refusal = hub.admit(client_id)
-        if refusal is not None:
-            await refuse(scope, send, refusal)
-            return
-        try:
-            await hub.start()
-            await send({"type": "websocket.accept"})
-            conn = hub.connect(
-                client_id,
-                AsgiLink(scope, send, hub.settings.close_timeout),
-                "chat",
-                expires=identity.expires,
-                peer=peer_of(scope),
-            )
-            code: int | None = None
-            try:
-                await hub.chat_join(conn)
-                while True:
-                    message = await receive()
-                    kind = message["type"]
-                    if kind == "websocket.receive":
-                        text = message.get("text")
-                        if text is None:
-                            conn.close(1003, "binary frames are not supported")
-                            continue
-                        await hub.chat_say(conn, text)
-                    elif kind == "websocket.disconnect":
-                        code = message.get("code")
-                        break
-            finally:
-                await hub.chat_leave(conn, code)
-        finally:
-            hub.release(client_id)
+            return identity
+        # The client id is the name in the chat; the chat has no channels to permit.
+        return Identity(client_id, expires=identity.expires)
+
+    async def opened(self, conn: Connection) -> None:
+        await self.hub.chat_join(conn)
+
+    async def text(self, conn: Connection, text: str) -> None:
+        await self.hub.chat_say(conn, text)
+
+    def binary(self, conn: Connection) -> None:
+        conn.close(1003, "binary frames are not supported")
+
+    async def closed(self, conn: Connection, code: int | None) -> None:
+        await self.hub.chat_leave(conn, code)
 
     def _identify(self, scope: Scope, client_id: str) -> Identity | Refusal:
         if self.handshake.open_mode:

@@ -69,6 +69,14 @@ class Contender:
         return [part.replace("{port}", str(port)) for part in self.command]
 
 
+def _wshub(*flags: str) -> tuple[str, ...]:
+    return (
+        sys.executable,
+        *("-m", "wshub", "serve", "--port", "{port}", "--log-level", "warning"),
+        *("--max-connections", "1000000", *flags),
+    )
+
+
 def _uvicorn(app: str) -> tuple[str, ...]:
     return (sys.executable, "-m", "uvicorn", app, "--port", "{port}", "--log-level", "warning")
 
@@ -78,36 +86,13 @@ CONTENDERS = (
         "wshub",
         "wshub (`wshub serve`)",
         WSHUB,
-        (
-            sys.executable,
-            "-m",
-            "wshub",
-            "serve",
-            "--port",
-            "{port}",
-            "--log-level",
-            "warning",
-            "--max-connections",
-            "1000000",
-        ),
+        _wshub(),
     ),
     Contender(
         "wshub-asgi",
         "wshub, ASGI path (`--no-fast-path`)",
         WSHUB,
-        (
-            sys.executable,
-            "-m",
-            "wshub",
-            "serve",
-            "--port",
-            "{port}",
-            "--log-level",
-            "warning",
-            "--max-connections",
-            "1000000",
-            "--no-fast-path",
-        ),
+        _wshub("--no-fast-path"),
     ),
     Contender(
         "tutorial",

@@ -233,3 +233,36 @@ class RedisProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+
+
+def serve_refused(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``wshub serve`` with settings that must stop it at start; its exit and output.
+
+    Nothing else is in its environment, so the test's own ``WSHUB_*`` variables cannot leak in.
+    """
+    proc = subprocess.run(
+        [sys.executable, "-m", "wshub", "serve", "--port", "0", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"COLUMNS": "200", "PATH": "", **env},
+    )
+    assert proc.returncode != 0, proc.stdout
+    return proc
+
+
+@contextlib.asynccontextmanager
+async def serve_in_process(app: Any) -> AsyncIterator[str]:
+    """Serve an ASGI app with stock uvicorn in this event loop; yields ``host:port``."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task

@@ -10,7 +10,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from tests.support import ServerProcess, connect, free_port
+from tests.support import ServerProcess, connect, free_port, serve_refused
 from wshub.cli import app
 
 FLAGS = {
@@ -65,15 +65,7 @@ def test_top_level_help() -> None:
     ],
 )
 def test_invalid_values_fail_at_start_naming_the_setting(args: list[str], message: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "wshub", "serve", "--port", "0", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={"COLUMNS": "200", "PATH": ""},
-    )
-    assert proc.returncode != 0
-    assert message in proc.stderr
+    assert message in serve_refused(*args).stderr
 
 
 def test_serve_help_lists_the_api_key_without_showing_it() -> None:

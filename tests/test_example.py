@@ -9,23 +9,15 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from examples import notifications
-from tests.support import connect, free_port
+from tests.support import connect, serve_in_process
 
 
 @pytest.fixture
 async def shop() -> AsyncIterator[str]:
-    port = free_port()
-    config = uvicorn.Config(notifications.app, port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    yield f"127.0.0.1:{port}"
-    server.should_exit = True
-    await task
+    async with serve_in_process(notifications.app) as address:
+        yield address
 
 
 async def test_http_handlers_push_to_websocket_clients(shop: str) -> None:

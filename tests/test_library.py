@@ -6,15 +6,13 @@ standard ASGI path that any server takes.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-import uvicorn
 import websockets
 from fastapi import FastAPI
 
-from tests.support import connect, free_port, http_get
+from tests.support import connect, http_get, serve_in_process
 from wshub import Hub, Settings
 
 
@@ -33,14 +31,8 @@ async def app_url() -> AsyncIterator[str]:
         await hub.send("alice", {"note": f"order {order} shipped"})
         return {"offset": offset}
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    yield f"127.0.0.1:{port}"
-    server.should_exit = True
-    await task
+    async with serve_in_process(app) as address:
+        yield address
 
 
 async def test_mounted_hub_serves_the_protocol_and_pushes_from_http(app_url: str) -> None:

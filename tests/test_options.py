@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import ServerFactory
-from tests.support import connect
+from tests.support import connect, serve_refused
 from wshub.cli import app
 from wshub.options import ConfigError, Origin, ServeConfig, read_toml, resolve, settings_table
 
@@ -103,14 +101,7 @@ def test_wshub_config_shows_each_origin_and_masks_secrets(tmp_path: Path) -> Non
 
 
 def test_an_invalid_variable_fails_at_start_naming_it() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "wshub", "serve", "--port", "0"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={"COLUMNS": "200", "PATH": "", "WSHUB_LOG_FORMAT": "yaml"},
-    )
-    assert proc.returncode != 0
+    proc = serve_refused(WSHUB_LOG_FORMAT="yaml")
     assert "log_format must be one of text, json, got 'yaml' (from env WSHUB_LOG_FORMAT)" in (
         " ".join(proc.stderr.replace("│", " ").split())
     )

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ServerFactory
-from tests.support import Client, RedisProcess, ServerProcess, connect
+from tests.support import Client, RedisProcess, ServerProcess, connect, serve_refused
 
 
 def room() -> str:
@@ -205,19 +205,8 @@ async def test_workers_serve_one_port(make_server: ServerFactory, redis: RedisPr
 
 @pytest.mark.parametrize("broker", ["memory://", ""])
 def test_workers_need_a_shared_broker(broker: str) -> None:
-    import subprocess
-    import sys
-
     args = ["--workers", "2"] + (["--broker", broker] if broker else [])
-    proc = subprocess.run(
-        [sys.executable, "-m", "wshub", "serve", "--port", "0", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={"COLUMNS": "200", "PATH": ""},
-    )
-    assert proc.returncode != 0
-    assert "needs a shared broker" in proc.stderr
+    assert "needs a shared broker" in serve_refused(*args).stderr
 
 
 async def test_password_in_the_url(make_server: ServerFactory) -> None:

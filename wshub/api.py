@@ -202,7 +202,7 @@ def build_api(hub: Hub, api_key: str) -> APIRouter:
         data = _json_data(body.data)
         try:
             await hub.start()
-            pub = await hub.broker.publish(body.channel, data, None)
+            pub = await hub.publish_raw(body.channel, data)
         except BrokerUnavailable:
             raise _unavailable() from None
         return PublishReply(offset=pub.offset)

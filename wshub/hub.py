@@ -465,10 +465,7 @@ class Hub:
                 await self._leave(conn, frame)
             case protocol.Send():
                 assert frame.data is not UNSET
-                direct = protocol.Direct(from_=conn.user, data=frame.data, ts=_now_ms())
-                started = time.perf_counter()
-                await self.broker.send(frame.to, protocol.encode(direct))
-                self.metrics.direct_sent_once(time.perf_counter() - started)
+                await self._send_direct(frame.to, frame.data, conn.user)
                 conn.push(protocol.encode(protocol.Ack(id=fid)))
             case protocol.PresenceRequest():
                 await self._check(conn, "join", frame.channel, frame)
@@ -529,9 +526,7 @@ class Hub:
                 ) from None
             value = await self.on_publish(conn.user, frame.channel, decoded)
             data = msgspec.json.encode(value)
-        started = time.perf_counter()
-        pub = await self.broker.publish(frame.channel, data, conn.user)
-        self.metrics.message_published(time.perf_counter() - started)
+        pub = await self.publish_raw(frame.channel, data, conn.user)
         ack = protocol.Ack(
             id=protocol.reply_id(protocol.frame_id(frame)), channel=pub.channel, offset=pub.offset
         )
@@ -779,15 +774,26 @@ class Hub:
         if not protocol.is_channel_name(channel):
             raise ValueError(f"invalid channel name {channel!r}")
         await self.start()
+        return (await self.publish_raw(channel, msgspec.json.encode(data))).offset
+
+    async def publish_raw(
+        self, channel: str, data: bytes, sender: str | None = None
+    ) -> Publication:
+        """Publish JSON bytes as they are: the one road of every publication (clients, the
+        library, the HTTP API), so each is counted and timed once. The caller checks the
+        channel name and starts the hub."""
         started = time.perf_counter()
-        pub = await self.broker.publish(channel, msgspec.json.encode(data), None)
+        pub = await self.broker.publish(channel, data, sender)
         self.metrics.message_published(time.perf_counter() - started)
-        return pub.offset
+        return pub
 
     async def send(self, user: str, data: Any, sender: str | None = None) -> None:
         """Send ``data`` to every connection of ``user``, on every node."""
         await self.start()
-        direct = protocol.Direct(from_=sender, data=Raw(msgspec.json.encode(data)), ts=_now_ms())
+        await self._send_direct(user, Raw(msgspec.json.encode(data)), sender)
+
+    async def _send_direct(self, user: str, data: Raw, sender: str | None) -> None:
+        direct = protocol.Direct(from_=sender, data=data, ts=_now_ms())
         started = time.perf_counter()
         await self.broker.send(user, protocol.encode(direct))
         self.metrics.direct_sent_once(time.perf_counter() - started)

@@ -211,19 +211,24 @@ class Hub:
 
     def admit(self, user: str) -> Refusal | None:
         """Count a connection in, or say why not. Synchronous, so the cap cannot race."""
+        refusal = self.admission(user)
+        if refusal is not None:
+            self.metrics.handshake_refused(refusal.status)
+            return refusal
+        self._admitted += 1
+        self._admitted_per_user[user] = self._admitted_per_user.get(user, 0) + 1
+        return None
+
+    def admission(self, user: str) -> Refusal | None:
+        """Why a connection of ``user`` would be refused now, or None; counts nothing."""
         s = self.settings
         if self._draining:
-            self.metrics.handshake_refused(503)
             return Refusal(503, "this node is shutting down: connect again", s.retry_after)
         if self._admitted >= s.max_connections:
-            self.metrics.handshake_refused(503)
             return Refusal(503, "connection limit reached on this node", s.retry_after)
         per_user = self._admitted_per_user.get(user, 0)
         if s.max_connections_per_user and per_user >= s.max_connections_per_user:
-            self.metrics.handshake_refused(503)
             return Refusal(503, "connection limit reached for this user", s.retry_after)
-        self._admitted += 1
-        self._admitted_per_user[user] = per_user + 1
         return None
 
     def release(self, user: str) -> None:

@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.routing import WebSocketRoute
 
-from wshub import __version__, asyncapi, metrics
+from wshub import __version__, api_docs, asyncapi, browser_routes, metrics
 from wshub.auth import Identity
 from wshub.connection import Connection, FastPath
 from wshub.dashboard import admin_router
@@ -242,6 +242,7 @@ def build_router(hub: Hub, handshake: Handshake | None = None) -> APIRouter:
     router.routes.append(
         WebSocketRoute("/ws/{client_id}", ChatEndpoint(hub, handshake), name="wshub_chat")
     )
+    browser_routes.add_to(router, hub, handshake)
     return router
 
 
@@ -264,6 +265,8 @@ def create_app(
             "`/ws/{client_id}` is a plain-text chat. Pages: the chat at [/](/), the "
             "dashboard at [/admin](/admin); Prometheus metrics at [/metrics](/metrics)."
         ),
+        docs_url=None,  # served by api_docs from the package's own assets: no CDN
+        redoc_url=None,
     )
     app.include_router(build_router(hub, handshake))
     app.include_router(admin_router(hub, api_key))
@@ -272,6 +275,7 @@ def create_app(
 
         app.include_router(build_api(hub, api_key))
     app.state.hub = hub
+    api_docs.add_to(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     for path, page in PAGES.items():

@@ -1,0 +1,71 @@
+"""What a browser client needs from a hub's router besides ``/ws``: the client file itself and
+the refusal probe.
+
+A browser cannot read a refused WebSocket handshake: ``new WebSocket()`` that gets a 401, 403
+or 503 sees only a close with code 1006, no status, no body, no ``Retry-After``. So
+``GET /ws`` over plain HTTP, with the same query string, answers what an upgrade would get
+right now (the status, the reason and ``Retry-After``) without counting a connection, and
+``wshub.js`` asks it after a handshake fails, to follow the protocol's "client does" column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Final
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, JSONResponse
+
+from wshub.auth import Identity
+from wshub.handshake import Handshake
+from wshub.hub import Hub
+
+__all__ = ["CLIENT_JS", "add_to", "client_js", "refusal_probe"]
+
+CLIENT_JS: Final = Path(__file__).resolve().parent / "static" / "wshub.js"
+
+
+async def client_js() -> FileResponse:
+    """``wshub.js``, the browser client; the same file the server serves under /static."""
+    # no-cache: the client changes with the server it talks to, and is small.
+    return FileResponse(
+        CLIENT_JS, media_type="text/javascript", headers={"Cache-Control": "no-cache"}
+    )
+
+
+def refusal_probe(hub: Hub, handshake: Handshake) -> Callable[[Request], Awaitable[JSONResponse]]:
+    async def probe(request: Request) -> JSONResponse:
+        """What a WebSocket upgrade of `/ws` with this query string would get now: `200` when
+        it would be accepted, else the refusal's status (`400`, `401`, `403`, `503` with
+        `Retry-After`) and its reason as JSON. Nothing is counted or opened. Browsers need
+        this because they cannot read a refused handshake."""
+        identity = handshake.identify(request.scope)
+        refusal = identity if not isinstance(identity, Identity) else hub.admission(identity.user)
+        # Any page may read the answer: it says no more than the refused handshake did.
+        headers = {"Access-Control-Allow-Origin": "*", "Cache-Control": "no-store"}
+        if refusal is None:
+            accepted = {"status": 200, "reason": "a WebSocket upgrade would be accepted now"}
+            return JSONResponse(accepted, headers=headers)
+        body: dict[str, object] = {"status": refusal.status, "reason": refusal.reason}
+        if refusal.retry_after is not None:
+            retry_after = max(1, refusal.retry_after)
+            body["retry_after"] = retry_after
+            headers["Retry-After"] = str(retry_after)
+            headers["Access-Control-Expose-Headers"] = "Retry-After"
+        return JSONResponse(body, status_code=refusal.status, headers=headers)
+
+    return probe
+
+
+def add_to(router: APIRouter, hub: Hub, handshake: Handshake) -> None:
+    """Add ``GET /ws`` (the probe) and ``GET /static/wshub.js`` to a hub's router.
+
+    The client's path is the server's, so a page imports ``/static/wshub.js`` whether it is
+    served by ``wshub serve`` or by an app that includes ``hub.router``.
+    """
+    router.add_api_route(
+        "/ws", refusal_probe(hub, handshake), methods=["GET"], tags=["protocol"],
+        summary="Why a WebSocket upgrade of /ws would be refused",
+    )  # fmt: skip
+    router.add_api_route("/static/wshub.js", client_js, methods=["GET"], include_in_schema=False)

@@ -92,7 +92,10 @@ async function loadMembers(channel) {
 
 function render() {
   const c = conversations.get(active);
-  $("title").textContent = active ? (active.startsWith("@") ? `Direct: ${active.slice(1)}` : `# ${active.replace(/^chat:/, "")}`) : "";
+  const dm = active && active.startsWith("@");
+  $("title").textContent = active ? (dm ? `Direct: ${active.slice(1)}` : `# ${active.replace(/^chat:/, "")}`) : "";
+  // Where a message goes, said where it is typed: a private one must not be mistaken.
+  $("text").placeholder = !active ? "" : dm ? `Private message to ${active.slice(1)}` : `Message #${active.replace(/^chat:/, "")}`;
   const list = $("messages");
   list.replaceChildren();
   if (!c) return;
@@ -155,19 +158,22 @@ function renderMembers() {
   const c = conversations.get(active);
   const members = c && c.kind === "room" ? [...c.members.keys()].sort() : [];
   $("member-count").textContent = members.length ? members.length : "";
+  $("member-count").hidden = !members.length;
   for (const user of members) {
     const li = document.createElement("li");
     li.dataset.user = user;
-    const name = document.createElement("span");
-    name.textContent = displayName(c, user) + (user === client.user ? " (you)" : "");
-    li.append(name);
-    if (user !== client.user) {
-      const dm = document.createElement("button");
-      dm.className = "link";
-      dm.textContent = "message";
-      dm.title = `Direct message to ${user}`;
-      dm.onclick = () => show(`@${user}`, true);
-      li.append(dm);
+    if (user === client.user) {
+      const name = document.createElement("span");
+      name.textContent = `${displayName(c, user)} (you)`;
+      li.append(name);
+    } else {
+      // The name itself opens the private conversation.
+      const name = document.createElement("button");
+      name.className = "member";
+      name.textContent = displayName(c, user);
+      name.title = `Private message to ${user}`;
+      name.onclick = () => show(`@${user}`, true);
+      li.append(name);
     }
     ul.append(li);
   }
@@ -184,9 +190,16 @@ function show(key, create = false) {
 
 async function joinRoom(name) {
   const channel = roomChannel(name);
+  try {
+    await client.join(channel, { meta: { name: client.user } });
+  } catch (err) {
+    // Nothing joined yet: the page has no room to show, and says so.
+    if (!active) setProblem(`Cannot join #${name}: ${err.message}`);
+    throw err;
+  }
+  setProblem(null);
   conversation(channel);
   show(channel);
-  await client.join(channel, { meta: { name: client.user } });
   await Promise.all([loadHistory(channel), loadMembers(channel)]);
 }
 
@@ -200,16 +213,46 @@ async function sendText(value) {
   }
 }
 
+let problem = null; // what stops the page from working, shown until it is solved
+
 function setStatus(state) {
-  $("status").className = `dot ${state}`;
-  $("status").title = state;
+  // The dot is green only when the connection is open and nothing is wrong.
+  $("status").className = `dot ${problem ? "error" : state}`;
+  $("status").title = problem ? "error" : state;
   $("banner").hidden = state !== "reconnecting";
   document.body.dataset.state = state;
 }
 
+function setProblem(message) {
+  problem = message;
+  $("alert").textContent = message || "";
+  $("alert").hidden = !message;
+  setStatus(client ? client.state : "closed");
+}
+
+/** The page's token callback: the token expired or was refused; ask for a new one. */
+function askForToken({ reason }) {
+  // Not signed in yet: the sign-in form shows the reason and takes the next token.
+  if (!$("login").hidden) return null;
+  $("renew-reason").textContent = `${reason}: paste a new token to reconnect.`;
+  $("renew").hidden = false;
+  $("renew-token").value = "";
+  $("renew-token").focus();
+  return new Promise((resolve) => {
+    $("renew").onsubmit = (event) => {
+      event.preventDefault();
+      $("renew").hidden = true;
+      resolve(event.submitter && event.submitter.id === "renew-stop" ? null : $("renew-token").value.trim());
+    };
+  });
+}
+
 async function start(name, token) {
-  client = new WshubClient(serverUrl, token ? { token } : { user: name || undefined });
+  const options = token ? { token, getToken: askForToken } : { user: name || undefined };
+  client = new WshubClient(serverUrl, options);
   client.on("state", setStatus);
+  // The client gave up (removed by the server, refused, ...): say why, never with the token.
+  client.on("stopped", ({ code, reason }) => setProblem(`Disconnected: ${reason || "closed"} (code ${code}). Reload the page to connect again.`));
   client.on("message", addMessage);
   client.on("direct", (d) => addDirect(d.from, d.from, d.data, d.ts));
   client.on("member_joined", (e) => {
@@ -236,7 +279,7 @@ async function start(name, token) {
   $("login").hidden = true;
   $("app").hidden = false;
   if (name) localStorage.setItem("wshub.name", name);
-  await joinRoom(params.get("room") || "lobby");
+  await joinRoom(params.get("room") || "lobby").catch(console.warn); // shown by joinRoom
 }
 
 $("name").value = params.get("user") || localStorage.getItem("wshub.name") || "";
@@ -252,7 +295,7 @@ $("login-form").onsubmit = async (event) => {
 };
 $("join-form").onsubmit = (event) => {
   event.preventDefault();
-  joinRoom($("room-input").value.trim()).catch((err) => addNote(active, `Join failed: ${err.message}`));
+  joinRoom($("room-input").value.trim()).catch((err) => active && addNote(active, `Join failed: ${err.message}`));
   $("room-input").value = "";
 };
 $("composer").onsubmit = (event) => {

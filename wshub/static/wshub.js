@@ -1,10 +1,12 @@
-// wshub.js: the browser client of wshub's WebSocket protocol. An ES module, no build step.
+// wshub.js: the client of wshub's WebSocket protocol, for browsers and Node. An ES module, no
+// build step, no dependency.
 //
 //   import { WshubClient } from "/static/wshub.js";
 //   const client = new WshubClient("ws://127.0.0.1:8000/ws", { user: "alice" });
 //   client.on("message", (m) => console.log(m.channel, m.offset, m.data));
 //   client.on("resync", ({ channel }) => refetch(channel));   // recovered: false
 //   client.on("state", (s) => banner(s));                     // connecting/open/reconnecting/closed
+//   client.on("stopped", ({ code, reason }) => show(reason)); // gave up: no reconnect
 //   await client.connect();
 //   await client.join("chat:lobby", { meta: { name: "Alice" } });
 //   await client.publish("chat:lobby", { text: "hi" });       // resolves to the offset
@@ -15,6 +17,12 @@
 // server answers `recovered: false`, a "resync" event tells the app to refetch (history).
 // Browsers cannot see WebSocket pings, so it sends the protocol's `ping` every
 // `welcome.heartbeat` seconds and treats a missing `pong` as a dead link.
+//
+// Every close follows the protocol's "client does" column (see `closeAction`). A browser
+// cannot read a refused handshake (it sees only 1006), so after a handshake fails the client
+// asks the server why with a plain `GET /ws` of the same URL, which answers what the upgrade
+// got: 401 is handled as 4001, 403 and 400 as 1008, 503 as 1001 waiting at least its
+// Retry-After.
 
 /** A request answered with an `error` frame. */
 export class ServerError extends Error {
@@ -33,25 +41,70 @@ export class ConnectionLost extends Error {
   }
 }
 
+/** The client gave up for good (a close or refusal that says not to reconnect). */
+export class Stopped extends ConnectionLost {
+  constructor({ code, reason, status }) {
+    super(reason ? `stopped (${code}): ${reason}` : `stopped (${code})`);
+    this.name = "Stopped";
+    this.code = code;
+    this.reason = reason;
+    this.status = status;
+  }
+}
+
 /** `ws://host/ws` from a page's location, for pages served by wshub itself. */
 export function defaultUrl(loc = window.location) {
   return `${loc.protocol === "https:" ? "wss" : "ws"}://${loc.host}/ws`;
 }
 
+/** What the client does after a close with `code` (PROTOCOL.md, "client does"):
+ * "stop" (report it, no reconnect), "token" (ask the application for a new token, then
+ * reconnect; stop without one) or "reconnect" (backoff with jitter, then join with since).
+ * Codes the protocol does not list: the ones that say the client itself is wrong (1002,
+ * 1003, 1007, 1010) stop, since a reconnect would repeat it; any other (1005, 1006, ...)
+ * reconnects, as a dropped link does. */
+export function closeAction(code) {
+  if ([1000, 1002, 1003, 1007, 1008, 1009, 1010].includes(code)) return "stop";
+  if (code === 4001 || code === 4003) return "token";
+  return "reconnect";
+}
+
+const CLOSE_REASONS = {
+  1000: "closed by the server",
+  1006: "connection lost",
+  1008: "policy violation",
+  1009: "frame too large",
+  4001: "token expired",
+  4003: "no valid identity",
+};
+
+/** The plain HTTP URL of the same endpoint: where the refusal probe answers. */
+function httpUrl(wsUrl) {
+  const u = new URL(wsUrl);
+  u.protocol = u.protocol === "wss:" ? "https:" : "http:";
+  return u.toString();
+}
+
 export class WshubClient {
   /**
    * @param {string} url  the `/ws` endpoint
-   * @param {object} options  token (JWT) or user (open mode); backoffMin/backoffMax (ms);
-   *   requestTimeout (ms); heartbeat (s, overrides welcome.heartbeat; 0 turns pings off)
+   * @param {object} options  token (JWT) or user (open mode); getToken (async ({code,
+   *   reason}) => a new token, or null to stop: called when the token expires or is refused);
+   *   backoffMin/backoffMax (ms); requestTimeout (ms); heartbeat (s, overrides
+   *   welcome.heartbeat; 0 turns pings off); WebSocket (a constructor, for Node without a
+   *   global one, such as the `ws` package's)
    */
   constructor(url, options = {}) {
     this.options = { backoffMin: 250, backoffMax: 10000, requestTimeout: 10000, ...options };
     const u = new URL(url);
-    if (options.token) u.searchParams.set("token", options.token);
-    else if (options.user) u.searchParams.set("user", options.user);
+    if (!options.token && options.user) u.searchParams.set("user", options.user);
+    /** The endpoint, never with the token in it: safe to show or log. */
     this.url = u.toString();
+    this.token = options.token || null;
     this.state = "closed";
     this.welcome = null;
+    /** Why the client stopped by itself: {code, reason, status?}, or null. */
+    this.stopped = null;
     this.attempt = 0;
     this.reconnects = 0;
     this.channels = new Map(); // name -> { meta, offset, epoch, resuming }
@@ -61,6 +114,8 @@ export class WshubClient {
     this._waiting = []; // requests made while not open: resolved when the link is back
     this._listeners = new Map();
     this._closing = false;
+    this._connecting = null; // connect()'s { resolve, reject } until the first welcome
+    this._everOpen = false;
     this._timer = null;
     this._beat = null;
   }
@@ -69,8 +124,8 @@ export class WshubClient {
     return this.welcome ? this.welcome.user : null;
   }
 
-  /** Listen to an event; returns a function that stops listening.
-   * Events: state, welcome, message, direct, member_joined, member_left, resync, error. */
+  /** Listen to an event; returns a function that stops listening. Events: state, welcome,
+   * message, direct, member_joined, member_left, resync, error, reconnecting, stopped. */
   on(type, fn) {
     if (!this._listeners.has(type)) this._listeners.set(type, new Set());
     this._listeners.get(type).add(fn);
@@ -94,12 +149,16 @@ export class WshubClient {
     }
   }
 
-  /** Connect; resolves once the server's welcome has arrived and every channel is joined. */
+  /** Connect; resolves once the server's welcome has arrived and every channel is joined.
+   * Rejects with Stopped when the client gives up first (refused, or the server cannot be
+   * reached at all on this first attempt). */
   connect() {
     this._closing = false;
+    this.stopped = null;
     this._setState("connecting");
     return new Promise((resolve, reject) => {
-      this._open(resolve, reject);
+      this._connecting = { resolve, reject };
+      this._open();
     });
   }
 
@@ -110,15 +169,27 @@ export class WshubClient {
     this._stopHeartbeat();
     if (this._ws) this._ws.close(1000);
     this._ws = null;
-    this._failPending(new ConnectionLost("client closed"));
-    for (const w of this._waiting.splice(0)) w.reject(new ConnectionLost("client closed"));
+    this._fail(new ConnectionLost("client closed"));
     this._setState("closed");
   }
 
-  _open(onOpen, onFail) {
+  _socketUrl() {
+    if (!this.token) return this.url;
+    const u = new URL(this.url);
+    u.searchParams.set("token", this.token);
+    return u.toString();
+  }
+
+  _open() {
+    let opened = false;
     let welcomed = false;
-    const ws = new WebSocket(this.url);
+    let lastError = null; // an error frame just before a close says why (4003)
+    const Socket = this.options.WebSocket || globalThis.WebSocket;
+    const ws = new Socket(this._socketUrl());
     this._ws = ws;
+    ws.onopen = () => {
+      opened = true;
+    };
     ws.onmessage = (event) => {
       let frame;
       try {
@@ -128,36 +199,135 @@ export class WshubClient {
       }
       if (!welcomed && frame.type === "welcome") {
         welcomed = true;
-        this.welcome = frame;
-        this._emit("welcome", frame);
-        this._startHeartbeat(ws);
-        this._rejoin().then(
-          () => {
-            if (this._ws !== ws) return;
-            if (this.attempt > 0) this.reconnects += 1;
-            this.attempt = 0;
-            this._setState("open");
-            for (const w of this._waiting.splice(0)) w.resolve();
-            if (onOpen) onOpen(frame);
-          },
-          () => {}, // the link dropped while rejoining: onclose reconnects
-        );
+        this._welcomed(ws, frame);
         return;
       }
+      if (frame.type === "error" && frame.id === undefined) lastError = frame.message;
       this._dispatch(frame);
     };
     ws.onclose = (event) => {
       if (this._ws !== ws) return; // an old link, already given up
-      this._lost(event.code);
-      if (!welcomed && onFail && this.reconnects === 0 && this.attempt === 0) {
-        // The very first connect failed: report it instead of retrying in the background.
-        this._closing = true;
-        this._setState("closed");
-        onFail(new ConnectionLost(`cannot connect to ${this.url}`));
-      } else if (!this._closing) {
-        this._scheduleReconnect(onOpen);
-      }
+      this._lost();
+      if (this._closing) return;
+      if (!opened) this._refused();
+      else this._closed(event.code, event.reason || lastError || CLOSE_REASONS[event.code] || "");
     };
+  }
+
+  _welcomed(ws, frame) {
+    this.welcome = frame;
+    this._emit("welcome", frame);
+    this._startHeartbeat(ws);
+    this._rejoin().then(
+      () => {
+        if (this._ws !== ws) return;
+        if (this._everOpen) this.reconnects += 1;
+        this._everOpen = true;
+        this.attempt = 0;
+        this._setState("open");
+        for (const w of this._waiting.splice(0)) w.resolve();
+        if (this._connecting) this._connecting.resolve(frame);
+        this._connecting = null;
+      },
+      () => {}, // the link dropped while rejoining: onclose reconnects
+    );
+  }
+
+  /** A close after the upgrade: do what its code says. */
+  _closed(code, reason) {
+    const action = closeAction(code);
+    if (action === "stop") this._stop({ code, reason });
+    else if (action === "token") this._renewToken(code, reason);
+    else this._scheduleReconnect({ code, reason });
+  }
+
+  /** The handshake failed: ask the server what the upgrade got, and do what it says. */
+  async _refused() {
+    const answer = await this._probe();
+    if (this._closing) return;
+    if (answer === null) {
+      // Nothing answers: the server is down or unreachable. Only a first connect gives up,
+      // so that a page opened on a wrong address says so instead of spinning.
+      if (!this._everOpen) {
+        this._stop({ code: 1006, reason: `cannot reach ${new URL(this.url).host}` });
+      } else this._scheduleReconnect({ code: 1006, reason: CLOSE_REASONS[1006] });
+      return;
+    }
+    const { status, reason } = answer;
+    if (status === 401) this._renewToken(4001, reason, status);
+    else if (status === 403 || status === 400) this._stop({ code: 1008, reason, status });
+    else if (status === 503) {
+      const minDelay = 1000 * Math.max(1, Number(answer.retry_after) || 1);
+      this._scheduleReconnect({ code: 1001, reason, status, minDelay });
+    } else this._scheduleReconnect({ code: 1006, reason: CLOSE_REASONS[1006] });
+  }
+
+  /** `GET /ws` over HTTP: {status, reason, retry_after?}, or null when nothing answers. */
+  async _probe() {
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), this.options.requestTimeout);
+    try {
+      const resp = await fetch(httpUrl(this._socketUrl()), {
+        cache: "no-store",
+        signal: abort.signal,
+      });
+      let body = {};
+      try {
+        body = await resp.json();
+      } catch {
+        // not wshub's probe (an older server, or a proxy's page): the status is all we know
+      }
+      return { status: resp.status, reason: body.reason || `HTTP ${resp.status}`, ...body };
+    } catch {
+      return null;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** 4001/4003 (or a 401 handshake): a new token from the application, or stop. */
+  async _renewToken(code, reason, status) {
+    const getToken = this.options.getToken;
+    if (!getToken) {
+      this._stop({ code, reason, status });
+      return;
+    }
+    this._setState("reconnecting");
+    let token;
+    try {
+      token = await getToken({ code, reason, status });
+    } catch (err) {
+      this._stop({ code, reason: `${reason}; getToken failed: ${err && err.message}`, status });
+      return;
+    }
+    if (this._closing) return;
+    if (!token) {
+      this._stop({ code, reason, status });
+      return;
+    }
+    this.token = token;
+    // The first retry with a new token goes at once; if that one is refused too, back off.
+    this._scheduleReconnect({ code, reason, status, immediate: this.attempt === 0 });
+  }
+
+  /** Give up for good and tell the application why. */
+  _stop(why) {
+    this._closing = true;
+    clearTimeout(this._timer);
+    this.stopped = why;
+    const err = new Stopped(why);
+    if (this._connecting) this._connecting.reject(err);
+    this._connecting = null;
+    this._fail(err);
+    this._setState("closed");
+    this._emit("stopped", why);
+  }
+
+  _fail(err) {
+    this._failPending(err);
+    for (const w of this._waiting.splice(0)) w.reject(err);
+    if (this._connecting) this._connecting.reject(err);
+    this._connecting = null;
   }
 
   _lost() {
@@ -166,12 +336,12 @@ export class WshubClient {
     this._failPending(new ConnectionLost());
   }
 
-  _scheduleReconnect(onOpen) {
+  _scheduleReconnect({ code, reason, status, minDelay = 0, immediate = false }) {
     this._setState("reconnecting");
-    const delay = this.backoff(this.attempt);
+    const delay = Math.max(minDelay, immediate ? 0 : this.backoff(this.attempt));
     this.attempt += 1;
-    this._emit("reconnecting", { attempt: this.attempt, delay });
-    this._timer = setTimeout(() => this._open(onOpen, null), delay);
+    this._emit("reconnecting", { attempt: this.attempt, delay, code, reason, status });
+    this._timer = setTimeout(() => this._open(), delay);
   }
 
   /** Exponential backoff with jitter: half of the doubled delay is random, so the clients
@@ -197,7 +367,7 @@ export class WshubClient {
           ws.onclose = null;
           ws.close();
           this._lost();
-          if (!this._closing) this._scheduleReconnect(null);
+          if (!this._closing) this._scheduleReconnect({ code: 1006, reason: "no pong in time" });
         },
       );
     };
@@ -297,11 +467,13 @@ export class WshubClient {
    * A request made while reconnecting waits for the link to come back. */
   async _request(frame, { timeout = this.options.requestTimeout, wait = true } = {}) {
     if (wait && this.state !== "open") {
-      if (this._closing) throw new ConnectionLost("client closed");
+      if (this._closing) {
+        throw this.stopped ? new Stopped(this.stopped) : new ConnectionLost("client closed");
+      }
       await new Promise((resolve, reject) => this._waiting.push({ resolve, reject }));
     }
     const ws = this._ws;
-    if (!ws || ws.readyState !== WebSocket.OPEN) throw new ConnectionLost("not connected");
+    if (!ws || ws.readyState !== 1 /* OPEN */) throw new ConnectionLost("not connected");
     const id = this._nextId++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {

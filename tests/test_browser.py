@@ -5,13 +5,23 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Locator, Page, async_playwright, expect
+from playwright.async_api import (
+    Browser,
+    ConsoleMessage,
+    Locator,
+    Page,
+    Route,
+    async_playwright,
+    expect,
+)
 
 from tests.conftest import ServerFactory
 from tests.proxy import TcpProxy
-from tests.support import ServerProcess
+from tests.support import ROOT, ServerProcess
+from wshub import __version__
 from wshub.client import Client
 
 CHROMIUM = os.environ.get("WSHUB_CHROMIUM", "/usr/bin/chromium")
@@ -190,3 +200,60 @@ async def test_dashboard_counts_follow_connections(
     await expect(dash.locator("#node-rows td").nth(4)).to_have_text("1")  # published
     await bob.close()
     await expect(dash.locator("#connections")).to_have_text("1")
+
+
+async def test_the_readme_console_snippet_works_from_the_servers_own_page(
+    server: ServerProcess, browser: Browser
+) -> None:
+    readme = (ROOT / "README.md").read_text()
+    _, _, rest = readme.partition("The JSON protocol lives at `/ws`.")
+    snippet = rest.split("```js\n", 1)[1].split("```", 1)[0]
+    assert "127.0.0.1:8000" in snippet
+    snippet = snippet.replace("127.0.0.1:8000", f"127.0.0.1:{server.port}")
+    page = await browser.new_page()
+    frames: list[dict[str, Any]] = []
+
+    async def logged(msg: ConsoleMessage) -> None:
+        if msg.args:
+            value = await msg.args[0].json_value()
+            if isinstance(value, dict):
+                frames.append(value)
+
+    page.on("console", logged)
+    await page.goto(f"{server.http}/")  # the page the README says to open
+    await page.add_script_tag(content=snippet)  # run as typed into the console
+    async with asyncio.timeout(10):
+        while [f["type"] for f in frames][-1:] != ["presence"]:
+            await asyncio.sleep(0.05)
+    assert [f["type"] for f in frames] == ["welcome", "joined", "message", "ack", "presence"]
+    assert frames[2]["from"] == "alice"
+    assert [m["user"] for m in frames[4]["members"]] == ["alice"]
+    await page.close()
+
+
+async def test_api_docs_render_with_no_network_beyond_the_server(
+    server: ServerProcess, browser: Browser
+) -> None:
+    page = await browser.new_page()
+    page.set_default_timeout(15_000)
+    elsewhere: list[str] = []
+
+    async def only_the_server(route: Route) -> None:
+        url = route.request.url
+        if url.startswith(server.http) or url.startswith("data:"):
+            await route.continue_()
+        else:
+            elsewhere.append(url)
+            await route.abort()
+
+    await page.route("**/*", only_the_server)
+    await page.goto(f"{server.http}/docs")
+    # Swagger UI has drawn every operation of the OpenAPI document.
+    await expect(page.locator(".opblock-summary-path", has_text="/healthz")).to_be_visible()
+    await expect(page.locator(".opblock-summary-path", has_text="/readyz")).to_be_visible()
+    await page.goto(f"{server.http}/redoc")
+    await expect(page.get_by_role("heading", name=f"wshub ({__version__})")).to_be_visible()
+    # ReDoc has drawn the operations too, with their descriptions.
+    await expect(page.get_by_text("Prometheus text format").first).to_be_attached()
+    assert elsewhere == []
+    await page.close()

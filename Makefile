@@ -5,6 +5,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-dev
 HOST    ?= 127.0.0.1
 PORT    ?= 8000
+JS_CLIENT := tests/js/client
 
 .PHONY: serve test check lint format typecheck pytest system-deps screenshots bench soak clean
 
@@ -24,11 +25,15 @@ system-deps:
 	@scripts/system-deps.sh redis-server chromium nginx
 
 # Everything CI runs: format, lint, types, tests.
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps $(JS_CLIENT)/node_modules/.package-lock.json
 	$(VENV)/bin/ruff format --check wshub tests benchmarks examples
 	$(VENV)/bin/ruff check wshub tests benchmarks examples
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
+
+# The TypeScript program that tests the npm package wshub/static (tests/test_js_package.py).
+$(JS_CLIENT)/node_modules/.package-lock.json: $(JS_CLIENT)/package.json $(JS_CLIENT)/package-lock.json
+	cd $(JS_CLIENT) && npm ci --no-audit --no-fund
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format wshub tests benchmarks examples
@@ -57,4 +62,4 @@ soak: $(STAMP) system-deps
 	$(PY) scripts/soak.py $(SOAK_ARGS)
 
 clean:
-	rm -rf $(VENV) $(NODE_WS)/node_modules .mypy_cache .ruff_cache .pytest_cache *.egg-info
+	rm -rf $(VENV) $(NODE_WS)/node_modules $(JS_CLIENT)/node_modules $(JS_CLIENT)/out .mypy_cache .ruff_cache .pytest_cache *.egg-info

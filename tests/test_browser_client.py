@@ -17,11 +17,14 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
 from playwright.async_api import Browser, Page, async_playwright
 
 from tests.conftest import ServerFactory
-from tests.support import connect
+from tests.support import connect, serve_in_process
 from tests.test_browser import ARGS, CHROMIUM
+from wshub import Hub
 from wshub.auth import mint_token
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -193,3 +196,33 @@ async def test_a_full_node_is_retried_no_sooner_than_retry_after(
     assert retry["delay"] >= 1000  # Retry-After: 1, where the backoff alone is 50-100 ms
     assert await pending == {"state": "open"}  # connected once eve's other connection left
     await page.close()
+
+
+async def test_an_app_that_includes_hub_router_serves_the_client_to_its_pages(
+    browser: Browser,
+) -> None:
+    # Library mode as docs/library.md shows it: the app has its own page, and only hub.router.
+    hub = Hub("memory://")
+    app = FastAPI()
+    app.include_router(hub.router)
+
+    @app.get("/")
+    async def home() -> HTMLResponse:
+        return HTMLResponse(LIBRARY_PAGE)
+
+    async with serve_in_process(app) as host:
+        page = await browser.new_page()
+        page.set_default_timeout(15_000)
+        await page.goto(f"http://{host}/")
+        await page.wait_for_function("document.title === 'ok 1'")
+        await page.close()
+
+
+LIBRARY_PAGE = """<!doctype html><title>loading</title>
+<script type="module">
+  import { WshubClient, defaultUrl } from "/static/wshub.js";
+  const client = new WshubClient(defaultUrl(), { user: "lib" });
+  await client.connect();
+  await client.join("orders:1");
+  document.title = `ok ${await client.publish("orders:1", { status: "shipped" })}`;
+</script>"""

@@ -121,7 +121,7 @@ async def test_a_token_that_expires_while_connected_is_renewed_through_the_callb
 ) -> None:
     node = make_server(WSHUB_JWT_SECRET=SECRET)
     page, result = await start(
-        browser, node.http, node.url, token=token("bea", ttl=2), tokens=[token("bea")]
+        browser, node.http, node.url, token=token("bea", ttl=3), tokens=[token("bea")]
     )
     assert result == {"state": "open"}
     [asked] = await events(page, "getToken")
@@ -141,7 +141,7 @@ async def test_an_expired_token_with_no_new_one_stops_with_the_reason(
 ) -> None:
     node = make_server(WSHUB_JWT_SECRET=SECRET)
     # Connected, then expired, and the application has no other token.
-    page, result = await start(browser, node.http, node.url, token=token("cid", ttl=2), tokens=[])
+    page, result = await start(browser, node.http, node.url, token=token("cid", ttl=3), tokens=[])
     assert result == {"state": "open"}
     [stopped] = await events(page, "stopped")
     assert (stopped["code"], stopped["reason"]) == (4001, "token expired")

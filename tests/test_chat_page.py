@@ -4,6 +4,7 @@ user, and a refused token is explained (never shown)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -14,6 +15,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 from tests.conftest import ServerFactory
 from tests.support import Client, Frame, ServerProcess, connect
 from tests.test_browser import ARGS, CHROMIUM, open_chat, publish, say, texts
+from tests.test_browser_client import KEY, post
 from wshub.auth import mint_token
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -126,4 +128,39 @@ async def test_a_refused_token_is_explained_and_never_shown(
     shown = await page.evaluate("document.body.innerText")
     assert token not in shown
     assert token.split(".")[1] not in shown  # not even the claims
+    await page.close()
+
+
+async def test_removed_through_the_api_the_page_says_why_and_stays_down(
+    make_server: ServerFactory, browser: Browser
+) -> None:
+    node = make_server(WSHUB_API_KEY=KEY)
+    page = await open_chat(browser, node.http, "gus")
+    status = await asyncio.to_thread(post, f"{node.http}/api/disconnect", b'{"user": "gus"}')
+    assert status == 204
+    await expect(page.locator("#alert")).to_contain_text("(code 1008)")
+    await expect(page.locator("#status")).to_have_class("dot error")
+    await expect(page.locator("body")).to_have_attribute("data-state", "closed")
+    await expect(page.locator("#banner")).to_be_hidden()  # not "reconnecting"
+    await page.close()
+
+
+async def test_an_expiring_token_is_renewed_in_place(
+    make_server: ServerFactory, browser: Browser
+) -> None:
+    node = make_server(WSHUB_JWT_SECRET=SECRET)
+
+    def hal(ttl: float) -> str:
+        return mint_token(SECRET, "hal", join=["chat:*"], publish=["chat:*"], ttl=ttl)
+
+    page = await sign_in_with_token(browser, node.http, hal(4))
+    await expect(page.locator("#status")).to_have_class("dot open")
+    await expect(page.locator("#renew")).to_be_visible()
+    await expect(page.locator("#renew-reason")).to_contain_text("token expired")
+    await page.fill("#renew-token", hal(3600))
+    await page.click("#renew-go")
+    await expect(page.locator("#renew")).to_be_hidden()
+    await expect(page.locator("#status")).to_have_class("dot open")
+    await say(page, "still here")
+    await expect(texts(page).last).to_have_text("still here")
     await page.close()

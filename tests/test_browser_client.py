@@ -116,6 +116,27 @@ async def test_disconnected_through_the_api_it_stops_and_says_so(
     await page.close()
 
 
+async def test_close_codes_map_to_the_protocols_client_does_column(browser: Browser) -> None:
+    page = await browser.new_page()
+    await page.set_content("<title>codes</title>")
+    source = (ROOT / "wshub" / "static" / "wshub.js").read_text()
+    actions = await page.evaluate(
+        """async (source) => {
+          const url = URL.createObjectURL(new Blob([source], { type: "text/javascript" }));
+          const { closeAction } = await import(url);
+          const codes = [1000, 1001, 1008, 1009, 1011, 1012, 4001, 4003, 4008, 1006];
+          return Object.fromEntries(codes.map((c) => [c, closeAction(c)]));
+        }""",
+        source,
+    )
+    assert actions == {
+        "1000": "stop", "1001": "reconnect", "1008": "stop", "1009": "stop",
+        "1011": "reconnect", "1012": "reconnect", "4001": "token", "4003": "token",
+        "4008": "reconnect", "1006": "reconnect",
+    }  # fmt: skip
+    await page.close()
+
+
 async def test_a_token_that_expires_while_connected_is_renewed_through_the_callback(
     make_server: ServerFactory, browser: Browser
 ) -> None:

@@ -252,7 +252,10 @@ async function start(name, token) {
   client = new WshubClient(serverUrl, options);
   client.on("state", setStatus);
   // The client gave up (removed by the server, refused, ...): say why, never with the token.
-  client.on("stopped", ({ code, reason }) => setProblem(`Disconnected: ${reason || "closed"} (code ${code}). Reload the page to connect again.`));
+  // Before sign-in the sign-in form shows it instead.
+  client.on("stopped", ({ code, reason }) => {
+    if ($("login").hidden) setProblem(`Disconnected: ${reason || "closed"} (code ${code}). Reload the page to connect again.`);
+  });
   client.on("message", addMessage);
   client.on("direct", (d) => addDirect(d.from, d.from, d.data, d.ts));
   client.on("member_joined", (e) => {

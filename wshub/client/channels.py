@@ -1,0 +1,168 @@
+"""Where the client is in each joined channel, and the subscriptions that read from it.
+
+What the client keeps across reconnects is a position per joined channel: the offset and epoch
+of the last message it handed out. After a reconnect it joins every channel again with that
+position as ``since``, so the server replays what was missed, and it drops any message at or
+below the position, so nothing is handed out twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+from wshub.client.frames import Frame, Gap, Message, Stopped, message_of
+
+__all__ = ["END", "Channel", "Channels", "Subscription"]
+
+log = logging.getLogger("wshub.client")
+
+END: Final = object()
+"""Put on a subscription's queue when the client stops, to end its iteration."""
+
+
+@dataclass(slots=True)
+class Channel:
+    """A joined channel: what to join it again with, and where this client is in it."""
+
+    meta: Any = None
+    offset: int | None = None
+    epoch: str | None = None
+    queues: list[asyncio.Queue[Any]] = field(default_factory=list)
+    on_gap: list[Callable[[Gap], object]] = field(default_factory=list)
+    resuming: bool = False
+
+    def join_frame(self, name: str) -> Frame:
+        """A ``join`` for this channel, from the last position seen if there is one."""
+        frame: Frame = {"type": "join", "channel": name}
+        if self.meta is not None:
+            frame["meta"] = self.meta
+        if self.epoch is not None and self.offset is not None:
+            frame["since"] = {"offset": self.offset, "epoch": self.epoch}
+        return frame
+
+
+class Channels(dict[str, Channel]):
+    """The joined channels by name; handles ``joined`` and ``message`` frames from the reader."""
+
+    def on_joined(self, frame: Frame) -> None:
+        # Called in the reader, before any replayed message that follows the reply is read.
+        ch = self.get(frame["channel"])
+        if ch is None:
+            return
+        resuming, ch.resuming = ch.resuming, False
+        if frame["recovered"]:
+            return
+        last_offset, last_epoch = ch.offset, ch.epoch
+        ch.offset, ch.epoch = frame["offset"], frame["epoch"]
+        if resuming and last_offset is not None and last_epoch is not None:
+            gap = Gap(frame["channel"], last_offset, last_epoch, frame["offset"], frame["epoch"])
+            log.info("resume refused: %s", gap)
+            for queue in ch.queues:
+                queue.put_nowait(gap)  # where the gap is in the stream, for refetching
+            for callback in list(ch.on_gap):
+                callback(gap)
+
+    def on_message(self, frame: Frame) -> None:
+        ch = self.get(frame["channel"])
+        if ch is None:
+            return
+        offset, epoch = frame["offset"], frame["epoch"]
+        if epoch == ch.epoch and ch.offset is not None and offset <= ch.offset:
+            return  # already handed out: a replay overlapping what came live
+        ch.offset, ch.epoch = offset, epoch
+        message = message_of(frame)
+        for queue in ch.queues:
+            queue.put_nowait(message)
+
+
+class _Client(Protocol):
+    """What a subscription needs of its client."""
+
+    @property
+    def stopped(self) -> Stopped | None: ...
+
+    def join(self, channel: str, *, meta: Any = None) -> Awaitable[Frame]: ...
+
+    def history(
+        self, channel: str, *, since: tuple[int, str] | None = None, limit: int = 100
+    ) -> Awaitable[tuple[str, list[Message]]]: ...
+
+
+class Subscription:
+    """An async iterator of one channel's messages; see :meth:`Client.subscribe`.
+
+    The iteration ends when the client is closed, and raises :class:`Stopped` when the server
+    stopped the client (1008, 1009, an expired token and no new one, ...).
+    """
+
+    def __init__(
+        self,
+        client: _Client,
+        channel: str,
+        state: Channel,
+        meta: Any,
+        on_gap: Callable[[Gap], object] | None,
+        joined: bool,
+        refetch: bool = False,
+    ) -> None:
+        self.client = client
+        self.channel = channel
+        self._state = state
+        self._meta = meta
+        self._on_gap = on_gap
+        self._refetch = refetch
+        self._join_pending = not joined
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._refetched: list[Message] = []
+        state.queues.append(self._queue)
+        if on_gap is not None:
+            state.on_gap.append(on_gap)
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Message:
+        if self._join_pending:
+            self._join_pending = False
+            try:
+                await self.client.join(self.channel, meta=self._meta)
+            except BaseException:
+                self.close()
+                raise
+        while not self._refetched:
+            item = await self._queue.get()
+            if item is END:
+                self.close()
+                stopped = self.client.stopped
+                if stopped is not None and stopped.code != 1000:
+                    raise stopped
+                raise StopAsyncIteration
+            if isinstance(item, Message):
+                return item
+            if isinstance(item, Gap) and self._refetch:
+                self._refetched = await self._history_before(item)
+        return self._refetched.pop(0)
+
+    async def _history_before(self, gap: Gap) -> list[Message]:
+        """What the server still has of the messages the gap skipped: those up to the
+        position it joined at (live ones after it are already queued behind the gap)."""
+        epoch, messages = await self.client.history(self.channel)
+        if epoch != gap.epoch:
+            return []
+        skipped = [m for m in messages if m.offset <= gap.offset]
+        if gap.last_epoch == gap.epoch:
+            skipped = [m for m in skipped if m.offset > gap.last_offset]
+        return skipped
+
+    def close(self) -> None:
+        """Stop receiving; the channel stays joined (``Client.leave`` leaves it)."""
+        with contextlib.suppress(ValueError):
+            self._state.queues.remove(self._queue)
+        if self._on_gap is not None:
+            with contextlib.suppress(ValueError):
+                self._state.on_gap.remove(self._on_gap)

@@ -1,0 +1,125 @@
+"""wshub's asyncio client: requests with replies matched by ``id``, reconnect and resume.
+
+>>> async with Client("ws://127.0.0.1:8000", user="alice") as c:   # doctest: +SKIP
+...     await c.publish("chat:lobby", {"text": "hi"})
+...     async for msg in c.subscribe("chat:lobby"):
+...         print(msg.sender, msg.data)
+
+The link (:mod:`wshub.client.link`) reconnects when the server's close code says to, asks the
+application for a new token when it expired, and stops, saying why (:class:`Stopped`), when
+it must not come back; the position per channel (:mod:`wshub.client.channels`) makes a
+reconnect resume where it left. When the server answers ``recovered: false`` (history
+expired, or the server lost it), the subscription's ``on_gap`` callback says so, and with
+``refetch`` the subscription fetches what the history still has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from wshub.client.channels import END, Channel, Subscription
+from wshub.client.frames import Direct, Frame, Gap, Message, message_of
+from wshub.client.link import Link
+
+__all__ = ["Client"]
+
+
+class Client(Link):
+    """A wshub connection that survives reconnects. Use as ``async with Client(...) as c``.
+
+    See :class:`~wshub.client.link.Link` for the options: ``token``, ``user``,
+    ``token_provider``, ``reconnect``, backoff, ``heartbeat`` and the callbacks.
+    """
+
+    async def join(self, channel: str, *, meta: Any = None) -> Frame:
+        """Join a channel (again, with the last position seen, if already joined)."""
+        ch = self._channels.get(channel)
+        fresh = ch is None
+        if ch is None:
+            ch = self._channels[channel] = Channel(meta=meta)
+        elif meta is not None:
+            ch.meta = meta
+        try:
+            return await self._request(ch.join_frame(channel))
+        except BaseException:
+            if fresh and not ch.queues:
+                self._channels.pop(channel, None)
+            raise
+
+    async def leave(self, channel: str) -> None:
+        ch = self._channels.pop(channel, None)
+        if ch is not None:
+            for queue in ch.queues:
+                queue.put_nowait(END)
+        await self._request({"type": "leave", "channel": channel})
+
+    async def publish(self, channel: str, data: Any) -> int:
+        """Publish to a channel; returns the message's offset."""
+        reply = await self._request({"type": "publish", "channel": channel, "data": data})
+        return int(reply["offset"])
+
+    async def send(self, to: str, data: Any) -> None:
+        """Send a direct message to every connection of user ``to``."""
+        await self._request({"type": "send", "to": to, "data": data})
+
+    async def presence(self, channel: str) -> list[Frame]:
+        reply = await self._request({"type": "presence", "channel": channel})
+        members: list[Frame] = reply["members"]
+        return members
+
+    async def history(
+        self, channel: str, *, since: tuple[int, str] | None = None, limit: int = 100
+    ) -> tuple[str, list[Message]]:
+        """The channel's epoch and a page of its history, oldest first."""
+        frame: Frame = {"type": "history", "channel": channel, "limit": limit}
+        if since is not None:
+            frame["since"] = {"offset": since[0], "epoch": since[1]}
+        reply = await self._request(frame)
+        return reply["epoch"], [message_of(m) for m in reply["messages"]]
+
+    async def ping(self) -> None:
+        await self._request({"type": "ping"})
+
+    # --- streams ---------------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        channel: str,
+        *,
+        meta: Any = None,
+        on_gap: Callable[[Gap], object] | None = None,
+        refetch: bool = False,
+    ) -> Subscription:
+        """Follow ``channel``: iterate the result to get its messages, each once, in order,
+        across reconnects. The channel is joined on the first iteration, if it is not yet.
+
+        Messages are kept from the moment this is called, so nothing that arrives before the
+        first iteration is lost. ``on_gap`` is called when a resume was refused
+        (``recovered: false``): the messages between the two positions of the :class:`Gap`
+        will not come by themselves. With ``refetch``, the subscription then fetches the
+        channel's history and yields what the server still has of them, in order, before
+        the messages that came after.
+        """
+        ch = self._channels.get(channel)
+        joined = ch is not None
+        if ch is None:
+            ch = self._channels[channel] = Channel(meta=meta)
+        return Subscription(self, channel, ch, meta, on_gap, joined, refetch)
+
+    async def directs(self) -> AsyncIterator[Direct]:
+        """Yield the direct messages to this client's user; raise :class:`Stopped` when the
+        server stopped the client."""
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._directs.append(queue)
+        try:
+            while True:
+                item = await queue.get()
+                if item is END:
+                    if self.stopped is not None and self.stopped.code != 1000:
+                        raise self.stopped
+                    return
+                yield item
+        finally:
+            self._directs.remove(queue)

@@ -94,8 +94,11 @@ async def test_listen_prints_what_publish_sends(server: ServerProcess) -> None:
                 await asyncio.sleep(0.05)
         published = []
         for data in ('{"headline": "wshub ships"}', "plain words"):
+            flags = ["--text"] if data == "plain words" else []
             proc = await asyncio.create_subprocess_exec(
-                *_wshub("publish", "cli:news", data, "--url", server.http, "--user", "desk"),
+                *_wshub(
+                    "publish", "cli:news", data, "--url", server.http, "--user", "desk", *flags
+                ),
                 stdout=asyncio.subprocess.PIPE,
             )
             out, _ = await asyncio.wait_for(proc.communicate(), 30)

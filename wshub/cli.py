@@ -7,12 +7,11 @@ each is a flag, a ``WSHUB_<NAME>`` variable, or a key of the TOML file given by 
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import inspect
 import json
 import os
-import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -119,71 +118,46 @@ def listen(
     user: Annotated[str | None, _USER] = None,
     count: Annotated[int, typer.Option(help="Stop after this many messages (0: never).")] = 0,
 ) -> None:
-    """Print a channel's messages as JSON lines, reconnecting and resuming as needed."""
-    from wshub.client import Client, Gap, Refused
+    """Print a channel's messages as JSON lines, reconnecting and resuming as needed.
 
-    def gap(g: Gap) -> None:
-        typer.echo(f"resume refused: messages after offset {g.last_offset} are lost", err=True)
+    It stops, saying why, when the server says not to come back (disconnected, token
+    expired); when a resume is refused it refetches the channel's history."""
+    from wshub import cli_client
 
-    async def run() -> None:
-        async with Client(url, token=token, user=user) as client:
-            seen = 0
-            async for msg in client.subscribe(channel, on_gap=gap):
-                line = {
-                    "channel": msg.channel,
-                    "offset": msg.offset,
-                    "epoch": msg.epoch,
-                    "from": msg.sender,
-                    "data": msg.data,
-                    "ts": msg.ts,
-                }
-                sys.stdout.write(json.dumps(line) + "\n")
-                sys.stdout.flush()
-                seen += 1
-                if count and seen >= count:
-                    return
-
-    try:
-        asyncio.run(run())
-    except KeyboardInterrupt:
-        pass
-    except (Refused, OSError) as exc:
-        typer.echo(f"cannot connect to {url}: {exc}", err=True)
-        raise typer.Exit(1) from None
+    with _failures():
+        cli_client.listen(url, channel, token, user, count)
 
 
 @app.command()
 def publish(
     channel: Annotated[str, typer.Argument(help="The channel to publish to.")],
-    data: Annotated[str, typer.Argument(help="JSON; text that is not JSON is sent as a string.")],
+    data: Annotated[str, typer.Argument(help='JSON, e.g. \'{"text": "hi"}\' or \'"hi"\'.')],
     url: Annotated[str, _URL] = "ws://127.0.0.1:8000",
     token: Annotated[str | None, _TOKEN] = None,
     user: Annotated[str | None, _USER] = None,
-    text: Annotated[bool, typer.Option("--text", help="Send DATA as a string, always.")] = False,
+    text: Annotated[bool, typer.Option("--text", help="Send DATA as a string, not JSON.")] = False,
 ) -> None:
     """Publish one message and print its channel and offset."""
-    from wshub.client import Client, Refused, ServerError
+    from wshub import cli_client
 
-    payload: Any = data
-    if not text:
-        try:
-            payload = json.loads(data)
-        except ValueError:
-            payload = data
+    with _failures():
+        payload = cli_client.parse_data(data, text)
+        offset = cli_client.publish(url, channel, payload, token, user)
+    typer.echo(json.dumps({"channel": channel, "offset": offset}))
 
-    async def run() -> int:
-        async with Client(url, token=token, user=user, reconnect=False) as client:
-            return await client.publish(channel, payload)
+
+@contextlib.contextmanager
+def _failures() -> Iterator[None]:
+    """One line on stderr and a non-zero exit for what the client commands cannot do."""
+    from wshub.cli_client import Failed
 
     try:
-        offset = asyncio.run(run())
-    except ServerError as exc:
-        typer.echo(f"refused: {exc}", err=True)
-        raise typer.Exit(1) from None
-    except (Refused, OSError) as exc:
-        typer.echo(f"cannot connect to {url}: {exc}", err=True)
-        raise typer.Exit(1) from None
-    typer.echo(json.dumps({"channel": channel, "offset": offset}))
+        yield
+    except KeyboardInterrupt:
+        pass
+    except Failed as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.code) from None
 
 
 @app.command()

@@ -97,6 +97,8 @@ class Link:
         self._ws: ClientConnection | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Frame]] = {}
+        self._sizes: dict[int, int] = {}
+        """The length of each pending request's frame, to match an id-less ``too_large``."""
         self._channels = Channels()
         self._directs: list[asyncio.Queue[Any]] = []
         self._ready = asyncio.Event()
@@ -214,7 +216,6 @@ class Link:
                 beat.cancel()
                 self._ready.clear()
                 self._ws = None
-                self._fail_pending(ConnectionLost("connection lost"))
             if self._closing:
                 self._end(None)
                 return
@@ -224,11 +225,12 @@ class Link:
             if action is Action.RECONNECT and not self.reconnect:
                 action = Action.NOTHING
             log.info("link to %s closed (%d %s): %s", self.url, code, reason, action.value)
+            if action is Action.STOP or action is Action.NOTHING:
+                self._end(Stopped(code, reason))
+                return
+            self._fail_pending(ConnectionLost("connection lost"))
             if action is Action.NEW_TOKEN and not await self._renew_token():
                 self._end(Stopped(code, f"{reason or 'token refused'}; no new token"))
-                return
-            if action in (Action.STOP, Action.NOTHING):
-                self._end(Stopped(code, reason))
                 return
             self._set_state("reconnecting")
             link = await self._reconnect()
@@ -318,13 +320,16 @@ class Link:
             frame_id = next(self._ids)
             future: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
             self._pending[frame_id] = future
+            text = json.dumps({**frame, "id": frame_id})
+            self._sizes[frame_id] = len(text)
             try:
-                await ws.send(json.dumps({**frame, "id": frame_id}))
+                await ws.send(text)
                 reply = await future
             except websockets.ConnectionClosed:
                 raise ConnectionLost("connection lost") from None
             finally:
                 self._pending.pop(frame_id, None)
+                self._sizes.pop(frame_id, None)
         if reply.get("type") == "error":
             raise ServerError(reply.get("code", "internal"), reply.get("message", ""))
         return reply
@@ -355,12 +360,21 @@ class Link:
             event_kind: Literal["joined", "left"] = "joined" if kind == "member_joined" else "left"
             self.on_member(MemberEvent(event_kind, frame["channel"], frame["user"], frame["meta"]))
         future = self._pending.get(frame.get("id", -1)) if "id" in frame else None
+        if future is None and kind == "error" and frame.get("code") == "too_large":
+            future = self._largest_pending()
         if future is not None and not future.done():
             future.set_result(frame)
         elif kind == "error":
             log.warning("error from %s: %s %s", self.url, frame.get("code"), frame.get("message"))
 
     # --- internals -------------------------------------------------------------------------
+
+    def _largest_pending(self) -> asyncio.Future[Frame] | None:
+        """The request a ``too_large`` without an id answers: the server did not read a frame
+        over its limit, so it could not copy the id; the largest frame waiting is the one."""
+        if not self._sizes:
+            return None
+        return self._pending.get(max(self._sizes, key=self._sizes.__getitem__))
 
     def _end(self, stopped: Stopped | None) -> None:
         """The link is gone for good: fail what waits, end every stream, say why."""

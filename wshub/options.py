@@ -18,6 +18,7 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from wshub.auth import TokenVerifier
 from wshub.brokers import SCHEMES, is_shared
@@ -263,6 +264,12 @@ def _checked(s: Setting, value: Any, origin: Origin) -> Any:
         value = float(value)
     elif s.type is str and not isinstance(value, str):
         raise fail("must be a string")
+    if s.type is str and is_mask(s, value):
+        # What `wshub config` prints in place of a secret: never a usable value.
+        raise ConfigError(
+            f"{s.name} holds {MASK!r}, the mask `wshub config` prints in place of a secret "
+            f"(from {origin}): give the real value, e.g. in {s.env}"
+        )
     if s.choices and str(value).lower() not in s.choices:
         raise fail(f"must be one of {', '.join(s.choices)}")
     if s.choices:
@@ -316,6 +323,16 @@ def _shown(s: Setting, value: Any) -> str:
     return repr(value)
 
 
+def is_mask(s: Setting, value: str) -> bool:
+    """Whether a value is a masked secret: ``***``, or a URL whose password is ``***``."""
+    if s.secret:
+        return value == MASK
+    try:
+        return urlsplit(value).password == MASK
+    except ValueError:
+        return False
+
+
 def masked(name: str, value: Any) -> Any:
     """A value as it may be shown: secrets masked, passwords cut out of URLs."""
     if is_secret(name):
@@ -326,14 +343,30 @@ def masked(name: str, value: Any) -> Any:
 
 
 def describe(config: ServeConfig, origins: dict[str, Origin]) -> str:
-    """``wshub config``'s output: TOML lines, each commented with where its value came from."""
+    """``wshub config``'s output: TOML lines, each commented with where its value came from.
+
+    Secrets stay masked (``***``). Written to a file and read back, a mask is refused with an
+    error naming the setting (:func:`is_mask`): a config that ran with ``***`` as the API key,
+    or with the JWT secret left out (open mode), would be a working server with wrong secrets.
+    """
     rows = []
+    hidden = False
     for s in settings_table():
-        value = masked(s.name, getattr(config, s.name))
+        real = getattr(config, s.name)
+        value = masked(s.name, real)
         text = json.dumps(value) if isinstance(value, str) else _toml_scalar(value)
-        rows.append((f"{s.name} = {text}", str(origins[s.name])))
+        note = str(origins[s.name])
+        if value != real:
+            hidden = True
+            note += "; masked: write the real value or set " + s.env
+        rows.append((f"{s.name} = {text}", note))
     width = max(len(left) for left, _ in rows)
     lines = ["# wshub serve: effective configuration (flag > env > file > default)"]
+    if hidden:
+        lines.append(
+            "# Secrets are masked as ***: wshub refuses to run with *** as a value, so give "
+            "them in WSHUB_* variables or write the real values here."
+        )
     lines += [f"{left.ljust(width)}  # {right}" for left, right in rows]
     return "\n".join(lines)
 

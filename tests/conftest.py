@@ -1,12 +1,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
+from tests import support
 from tests.support import RedisProcess, ServerProcess
 
 ServerFactory = Callable[..., ServerProcess]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def server_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Server logs go to pytest's temporary folder, not the system's (pytest prunes its own)."""
+    path = tmp_path_factory.mktemp("server-logs")
+    support.LOG_DIR = path
+    return path
 
 
 @pytest.fixture(scope="module")

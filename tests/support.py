@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -23,6 +24,10 @@ from websockets.asyncio.client import ClientConnection
 
 ROOT = Path(__file__).resolve().parent.parent
 Frame = dict[str, Any]
+
+
+LOG_DIR: Path | None = None
+"""Where servers write their logs; the tests set it to a pytest temporary folder."""
 
 
 def free_port() -> int:
@@ -42,7 +47,7 @@ class ServerProcess:
         self.flags = flags
         self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"wshub-test-{self.port}.log"
+        self.log_path = (LOG_DIR or Path(tempfile.gettempdir())) / f"wshub-test-{self.port}.log"
 
     @property
     def url(self) -> str:

@@ -179,6 +179,7 @@ def test_compare_runs_a_round_and_writes_the_table_and_chart(tmp_path: Path) -> 
          "--duration", "0.3", "--idle", "20", "--settle", "0.1", "--only", "wshub,tutorial",
          "--md", str(md), "--png", str(png)],
         capture_output=True, text=True, timeout=90, cwd=ROOT,
+        env={**os.environ, "TMPDIR": str(tmp_path)},  # its bench-*.log files go there
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     text = md.read_text()

@@ -48,7 +48,7 @@ async def test_drain_flushes_refuses_closes_in_batches_and_exits_0(
     node = make_server("--drain-seconds", "2")
     channel = room()
     async with contextlib.AsyncExitStack() as stack:
-        clients = [await stack.enter_async_context(connect(node.url, f"d{i}")) for i in range(20)]
+        clients = [await stack.enter_async_context(connect(node.url, f"d{i}")) for i in range(40)]
         sub = clients[0]
         await sub.join(channel)
         for i in range(50):  # acknowledged, so queued for the subscriber before the signal
@@ -73,7 +73,7 @@ async def test_drain_flushes_refuses_closes_in_batches_and_exits_0(
 async def test_a_second_signal_exits_at_once(make_server: ServerFactory) -> None:
     node = make_server("--drain-seconds", "60")
     async with contextlib.AsyncExitStack() as stack:
-        for i in range(5):
+        for i in range(30):  # more than one batch of closes: the drain lasts
             await stack.enter_async_context(connect(node.url, f"s{i}"))
         signal_node(node, signal.SIGINT)
         await asyncio.sleep(0.5)

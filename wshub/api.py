@@ -157,6 +157,18 @@ def invalid(errors: Sequence[Any]) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=422)
 
 
+_NOT_JSON = (
+    "send the body as JSON with 'Content-Type: application/json' "
+    """(curl: --json '{...}', or -H 'Content-Type: application/json' -d '{...}')"""
+)
+
+
+def _is_json(request: Request) -> bool:
+    """Whether the body is declared JSON: ``curl -d`` alone sends a form, not JSON."""
+    kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    return kind == "application/json" or kind.endswith("+json")
+
+
 def build_api(hub: Hub, api_key: str) -> APIRouter:
     """The ``/api`` routes, guarded by ``api_key``."""
     expected = f"apikey {api_key}".encode()
@@ -175,6 +187,8 @@ def build_api(hub: Hub, api_key: str) -> APIRouter:
                         status_code=401,
                         headers={"WWW-Authenticate": "apikey"},
                     )
+                if request.method == "POST" and not _is_json(request):
+                    return JSONResponse({"detail": _NOT_JSON}, status_code=415)
                 try:
                     return await handler(request)
                 except RequestValidationError as exc:

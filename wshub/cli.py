@@ -24,7 +24,29 @@ app = typer.Typer(
     help="wshub: a real-time messaging hub on FastAPI (channels, presence, history, limits).",
     no_args_is_help=True,
     add_completion=False,
+    # click's plain help wraps long option names and values; rich's tables cut them
+    # mid-word at 80 columns ("--max-connections-per…").
+    rich_markup_mode=None,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"wshub {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
+        ),
+    ] = False,
+) -> None:
+    """wshub: a real-time messaging hub on FastAPI (channels, presence, history, limits)."""
+
 
 _CONFIG_HELP = "A TOML file of settings (keys as in `wshub config`); flags and variables win."
 

@@ -39,7 +39,6 @@ __all__ = [
 CHANNELS_SHOWN: Final = 200
 """Channels listed in the stats, busiest first; ``channels_total`` says how many exist."""
 
-NODE: Final = f"{socket.gethostname()}:{os.getpid()}"
 SHARE_SECONDS: Final = 2.0
 
 
@@ -57,7 +56,10 @@ def node_stats(hub: Hub, started: float, queues: tuple[int, int]) -> dict[str, A
     """This node's figures; counters are totals since start."""
     m = hub.metrics
     return {
-        "node": NODE,
+        # The id clients see in welcome.server.node: one name for a node everywhere.
+        "node": hub.node,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
         "broker": hub.broker_url.partition("://")[0],
         "uptime": round(time.monotonic() - started, 1),
         "connections": hub.connection_count,
@@ -103,7 +105,7 @@ async def sample_queues(hub: Hub, started: float, every: float = 1.0) -> None:
             last_shared = now
             stats = json.dumps(node_stats(hub, started, queues)).encode()
             with contextlib.suppress(BrokerUnavailable):
-                await hub.broker.share_stats(NODE, stats, 3 * SHARE_SECONDS)
+                await hub.broker.share_stats(hub.node, stats, 3 * SHARE_SECONDS)
         await asyncio.sleep(every)
 
 
@@ -143,7 +145,7 @@ def admin_router(hub: Hub, api_key: str | None) -> APIRouter:
         except BrokerUnavailable:
             channels, shared = {}, []
         # This node's own figures are always fresh; the others' are at most a period old.
-        nodes = [here, *(n for n in shared if n.get("node") != NODE)]
+        nodes = [here, *(n for n in shared if n.get("node") != hub.node)]
         busiest = sorted(channels.items(), key=lambda kv: (-kv[1], kv[0]))[:CHANNELS_SHOWN]
         return JSONResponse(
             {

@@ -46,6 +46,9 @@ conn_log = logging.getLogger("wshub.connections")
 
 DRAIN_TICK = 0.1
 """Seconds between two batches of closes while draining."""
+DRAIN_MIN_BATCH = 10
+"""Connections closed together at least: spreading a few clients' reconnects spares no one,
+and a development node with a page or two open stops at once."""
 
 CLOSE_NAMES: dict[int, str] = {
     1000: "normal",
@@ -155,8 +158,9 @@ class Hub:
         self._draining = True
         loop = asyncio.get_running_loop()
         conns = [c for c in self._attached if not c.closing]
-        log.warning("draining: closing %d connections with 1001 over %.1f s", len(conns), seconds)
-        batches = max(1, min(len(conns), int(seconds / DRAIN_TICK)))
+        batches = max(1, min(len(conns) // DRAIN_MIN_BATCH, int(seconds / DRAIN_TICK)))
+        spread = seconds * (batches - 1) / batches
+        log.info("draining: closing %d connections with 1001 over %.1f s", len(conns), spread)
         started = loop.time()
         for i in range(batches):
             for conn in conns[i * len(conns) // batches : (i + 1) * len(conns) // batches]:
@@ -170,7 +174,7 @@ class Hub:
             for conn in list(self._attached):
                 conn.drop(protocol.CloseCode.GOING_AWAY, "server draining")
             await self._all_detached(self.settings.close_timeout + 1)
-        log.warning("drained in %.1f s", loop.time() - started)
+        log.info("drained in %.1f s", loop.time() - started)
 
     async def _all_detached(self, timeout: float) -> bool:
         deadline = asyncio.get_running_loop().time() + timeout

@@ -21,15 +21,18 @@ import ipaddress
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from types import FrameType
 from typing import Any
 
 import uvicorn
 
+from wshub import __version__
 from wshub.hub import Hub
 from wshub.logs import log_config
 from wshub.options import ServeConfig, token_verifier
@@ -58,6 +61,10 @@ class DrainingServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().startup(sockets)
+        if self.started and self.parent is None:  # with workers, the supervisor says it once
+            log.info("%s", self.startup_line)
+
+    startup_line = ""
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Not uvicorn's: it records the signal and raises it again after shutdown, so the
@@ -72,7 +79,12 @@ class DrainingServer(uvicorn.Server):
         if self._loop is None or not self.started:  # still starting: nothing to drain
             self.should_exit = True
             return
-        log.warning("%s: draining before shutdown", signal.Signals(sig).name)
+        log.info(
+            "%s: draining (closing clients over up to %g s); %s again to exit at once",
+            signal.Signals(sig).name,
+            self.drain_seconds,
+            "Ctrl+C" if sig == signal.SIGINT else "a second signal",
+        )
         self._loop.call_soon_threadsafe(self._start_drain)
 
     def _start_drain(self) -> None:
@@ -127,12 +139,33 @@ def serve_node(
     hub = Hub(config.broker, config.settings())
     app = create_app(hub, Handshake(verifier, origins), config.api_key or None)
     server = DrainingServer(uvicorn_config(config, app), hub, config.drain_seconds, parent)
+    server.startup_line = startup_line(config)
     if parent is None:
         warn_if_open(config)
     server.run(sockets)
     if not server.started:
         return STARTUP_FAILURE
     return FORCED_EXIT if server.force_exit else 0
+
+
+def startup_line(config: ServeConfig) -> str:
+    """One line with what a person starting the node wants to know: where, who may connect,
+    and what it shares through."""
+    from wshub.redaction import redact_url
+
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    if config.jwt_secret:
+        auth = "JWT (HS256 secret)"
+    elif config.jwt_public_key:
+        auth = f"JWT (public key {config.jwt_public_key})"
+    else:
+        auth = "open mode (no token: any user name)"
+    workers = f", {config.workers} workers" if config.workers > 1 else ""
+    api = "on" if config.api_key else "off"
+    return (
+        f"wshub {__version__} on http://{host}:{config.port} (chat page /, dashboard /admin): "
+        f"auth {auth}, broker {redact_url(config.broker)}{workers}, HTTP API {api}"
+    )
 
 
 def warn_if_open(config: ServeConfig) -> None:
@@ -167,6 +200,25 @@ def _worker(config: ServeConfig, sock: socket.socket, parent: int) -> None:
     sys.exit(serve_node(config, [sock], parent))
 
 
+def shared_metrics_dir() -> str | None:
+    """Give the workers one prometheus-client folder, so that a scrape of any of them reports
+    the whole server (:mod:`wshub.metrics`); the folder this supervisor made, to delete at
+    exit, or None when the operator set ``PROMETHEUS_MULTIPROC_DIR`` and owns it."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None
+    path = tempfile.mkdtemp(prefix="wshub-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path  # inherited by the spawned workers
+    return path
+
+
+def forget_worker(pid: int | None) -> None:
+    """A dead worker's live gauges (connections, queues) must not count any more."""
+    if pid is not None and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
 def supervise(config: ServeConfig) -> int:
     """Start ``config.workers`` processes on one socket; forward signals; replace a worker
     that dies unexpectedly; exit 0 when every worker drained and exited 0."""
@@ -181,6 +233,7 @@ def supervise(config: ServeConfig) -> int:
         proc.start()
         return proc
 
+    metrics_dir = shared_metrics_dir()
     procs = [start() for _ in range(config.workers)]
     signals: list[int] = []
 
@@ -192,7 +245,7 @@ def supervise(config: ServeConfig) -> int:
                     os.kill(proc.pid, signal.SIGTERM)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    log.info("supervisor %d: %d workers on %s:%d", me, config.workers, config.host, config.port)
+    log.info("supervisor %d: %s", me, startup_line(config))
     try:
         while any(p.exitcode is None for p in procs):
             time.sleep(0.2)
@@ -206,11 +259,14 @@ def supervise(config: ServeConfig) -> int:
                     forward(signal.SIGTERM, None)
                     break
                 log.warning("worker %s died (exit %s): starting another", proc.pid, proc.exitcode)
+                forget_worker(proc.pid)
                 procs[i] = start()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         sock.close()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     codes = [p.exitcode for p in procs]
     if any(c == STARTUP_FAILURE for c in codes):
         return STARTUP_FAILURE

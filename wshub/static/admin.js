@@ -51,7 +51,7 @@ function update(stats) {
   $("node-rows").replaceChildren(
     ...nodes.map((n) =>
       row([
-        n.node, n.broker, [`${Math.round(n.uptime)} s`, "num"], [n.connections, "num"],
+        n.host ? `${n.node} (${n.host}, pid ${n.pid})` : n.node, n.broker, [`${Math.round(n.uptime)} s`, "num"], [n.connections, "num"],
         [n.published, "num"], [n.delivered, "num"], [n.queued, "num"], [n.slow_consumers, "num"],
         pairs(n.errors), pairs(n.refused),
       ]),

@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.conftest import ServerFactory
-from tests.support import RedisProcess, connect, http_get
+from tests.support import Client, RedisProcess, connect, http_get
 from tests.test_observability import metric
 
 
@@ -21,7 +21,8 @@ async def test_two_workers_one_consistent_scrape_and_one_name_per_node(
         "--workers", "2", "--broker", redis.url, "--api-key", "k" * 20, TMPDIR=str(tmp_path)
     )
     async with contextlib.AsyncExitStack() as stack:
-        clients, seen = [], set()
+        clients: list[Client] = []
+        seen: set[str] = set()
         while len(seen) < 2 or len(clients) < 6:  # connections on both workers
             client = await stack.enter_async_context(connect(node.url, f"w{len(clients)}"))
             clients.append(client)

@@ -253,6 +253,22 @@ def bench(
         str | None,
         typer.Option(help="Write latency over time and a histogram to this PNG (matplotlib)."),
     ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            help="A server with auth: a JWT for every connection; it must allow joining "
+            "and publishing bench-*.",
+            envvar="WSHUB_TOKEN",
+        ),
+    ] = None,
+    jwt_secret: Annotated[
+        str,
+        _opt(
+            "A server with auth: its HS256 secret, to mint a token per simulated user.",
+            "JWT_SECRET",
+            False,
+        ),
+    ] = "",
 ) -> None:
     """Load-test a wshub server: receivers on channels, publishers publishing, and what
     arrives how fast (delivered msgs/s, delivery %, latency percentiles, server CPU)."""
@@ -278,6 +294,15 @@ def bench(
             raise typer.BadParameter(
                 "--plot needs matplotlib: pip install 'wshub[bench]'"
             ) from None
+    if token and jwt_secret:
+        raise typer.BadParameter("give --token or --jwt-secret, not both")
+    if jwt_secret:
+        from wshub.auth import TokenVerifier
+
+        try:
+            TokenVerifier.from_secret(jwt_secret)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--jwt-secret") from None
     try:
         chosen = available_client(client)
     except ValueError as exc:
@@ -294,6 +319,8 @@ def bench(
         processes=processes,
         client=chosen,
         server_pid=server_pid,
+        token=token or "",
+        jwt_secret=jwt_secret,
     )
     try:
         with LiveView() as view:

@@ -26,7 +26,13 @@ from wshub.bench.dialect import WSHUB, Dialect
 from wshub.bench.links import available_client
 from wshub.bench.procstat import cpu_seconds, rss_bytes
 from wshub.bench.report import Generator, Result, Server, percentiles
-from wshub.bench.workers import Board, publisher_main, receivers_main
+from wshub.bench.workers import (
+    RECEIVER_USER,
+    Board,
+    publisher_main,
+    publisher_user,
+    receivers_main,
+)
 
 __all__ = ["BenchConfig", "LoadGenerator", "Progress", "run_bench"]
 
@@ -57,6 +63,20 @@ class BenchConfig:
     #: without progress.
     drain: float = 1.0
     channel_prefix: str = field(default_factory=lambda: f"bench-{secrets.token_hex(3)}-")
+    #: A server with auth: one token for every connection (it must allow joining and
+    #: publishing ``bench-*``), or the server's HS256 secret to mint one per simulated user.
+    token: str = ""
+    jwt_secret: str = ""
+
+    def token_for(self, user: str) -> str:
+        """The token ``user``'s connections present; empty in open mode."""
+        if self.token or not self.jwt_secret:
+            return self.token
+        from wshub.auth import mint_token
+
+        channels = [f"{self.channel_prefix}*"]
+        ttl = 3600 + 2 * self.duration  # long enough for any run, expired soon after
+        return mint_token(self.jwt_secret, user, channels, channels, ttl)
 
 
 @dataclass
@@ -144,6 +164,7 @@ class LoadGenerator:
                     self.board,
                     slot,
                     child,
+                    self.config.token_for(RECEIVER_USER),
                 ),
                 daemon=True,
             )
@@ -209,7 +230,16 @@ class LoadGenerator:
             parent, child = self.ctx.Pipe()
             pub: BaseProcess = self.ctx.Process(
                 target=publisher_main,
-                args=(self.client, self.url, cfg.dialect, j, channels, b, child),
+                args=(
+                    self.client,
+                    self.url,
+                    cfg.dialect,
+                    j,
+                    channels,
+                    b,
+                    child,
+                    cfg.token_for(publisher_user(j)),
+                ),
                 daemon=True,
             )
             pub.start()

@@ -17,6 +17,7 @@ import asyncio
 import collections
 import contextlib
 import time
+import urllib.parse
 from dataclasses import dataclass
 from multiprocessing.connection import Connection as Pipe
 from typing import Any
@@ -24,7 +25,14 @@ from typing import Any
 from wshub.bench.dialect import Dialect, Step
 from wshub.bench.links import Link, connect
 
-__all__ = ["Board", "publisher_main", "receivers_main"]
+__all__ = [
+    "RECEIVER_USER",
+    "Board",
+    "publisher_main",
+    "publisher_user",
+    "receivers_main",
+    "with_token",
+]
 
 #: Receivers that connect at once, per process: more only fills the server's accept backlog.
 CONNECT_CONCURRENCY = 64
@@ -130,6 +138,21 @@ class _Pool:
         self.latencies = array.array("f")
 
 
+RECEIVER_USER = "bench"
+"""Every receiver's user id: one user, so joins cause no member_joined fan-out among them."""
+
+
+def publisher_user(index: int) -> str:
+    return f"bench-pub-{index}"
+
+
+def with_token(url: str, token: str) -> str:
+    """The URL with ``?token=`` (a server with auth), as a browser sends it."""
+    if not token:
+        return url
+    return url + ("&" if "?" in url else "?") + urllib.parse.urlencode({"token": token})
+
+
 async def _receivers(
     client: str,
     url: str,
@@ -138,6 +161,7 @@ async def _receivers(
     board: Board,
     slot: int,
     pipe: Pipe,
+    token: str = "",
 ) -> None:
     pool = _Pool(dialect)
     conns: list[_Receiver] = []
@@ -147,11 +171,11 @@ async def _receivers(
 
     async def open_one(index: int, channel: str) -> None:
         conn = _Receiver(pool)
-        fill = {"channel": channel, "user": "bench", "index": str(index)}
-        path = dialect.receiver_path.format(**fill)
+        fill = {"channel": channel, "user": RECEIVER_USER, "index": str(index)}
+        target = with_token(url + dialect.receiver_path.format(**fill), token)
         async with gate:
             try:
-                conn.link = await connect(client, url + path, conn.on_frame, conn.on_close)
+                conn.link = await connect(client, target, conn.on_frame, conn.on_close)
                 await _handshake(conn, dialect.join, fill)
             except Exception as exc:
                 failures[f"{type(exc).__name__}: {exc}"[:200]] += 1
@@ -225,10 +249,11 @@ def receivers_main(
     board: Board,
     slot: int,
     pipe: Pipe,
+    token: str = "",
 ) -> None:
     """Entry point of a receiver process: connect ``members`` (index, channel), then serve
     ``go`` / ``collect`` / ``close`` commands from the parent."""
-    _run(_receivers(client, url, dialect, members, board, slot, pipe))
+    _run(_receivers(client, url, dialect, members, board, slot, pipe, token))
 
 
 async def _publisher(
@@ -239,13 +264,13 @@ async def _publisher(
     channels: list[str],
     board: Board,
     pipe: Pipe,
+    token: str = "",
 ) -> None:
     conn = _Receiver(_Pool(dialect))
-    fill = {"channel": channels[0], "user": f"bench-pub-{index}", "index": str(index)}
+    fill = {"channel": channels[0], "user": publisher_user(index), "index": str(index)}
+    target = with_token(url + dialect.publisher_path.format(**fill), token)
     try:
-        conn.link = await connect(
-            client, url + dialect.publisher_path.format(**fill), conn.on_frame, conn.on_close
-        )
+        conn.link = await connect(client, target, conn.on_frame, conn.on_close)
         await _handshake(conn, dialect.greet, fill)
     except Exception as exc:
         pipe.send(f"{type(exc).__name__}: {exc}")
@@ -310,9 +335,10 @@ def publisher_main(
     channels: list[str],
     board: Board,
     pipe: Pipe,
+    token: str = "",
 ) -> None:
     """Entry point of a publisher process: greet, wait for ``go``, publish, report."""
-    _run(_publisher(client, url, dialect, index, channels, board, pipe))
+    _run(_publisher(client, url, dialect, index, channels, board, pipe, token))
 
 
 def _run(main: Any) -> None:

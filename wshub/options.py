@@ -358,14 +358,14 @@ def describe(config: ServeConfig, origins: dict[str, Origin]) -> str:
         note = str(origins[s.name])
         if value != real:
             hidden = True
-            note += "; masked: write the real value or set " + s.env
+            note += f"; masked: set {s.env}"
         rows.append((f"{s.name} = {text}", note))
     width = max(len(left) for left, _ in rows)
     lines = ["# wshub serve: effective configuration (flag > env > file > default)"]
     if hidden:
         lines.append(
-            "# Secrets are masked as ***: wshub refuses to run with *** as a value, so give "
-            "them in WSHUB_* variables or write the real values here."
+            "# Secrets show as ***, which wshub refuses as a value: set them in WSHUB_* "
+            "variables, or here."
         )
     lines += [f"{left.ljust(width)}  # {right}" for left, right in rows]
     return "\n".join(lines)

@@ -267,7 +267,10 @@ def supervise(config: ServeConfig) -> int:
         sock.close()
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+    # A worker still importing when the signal came dies of the SIGTERM we forwarded (its
+    # handler was not installed yet): it had nothing to drain, and stopped as asked.
+    clean = (0, -signal.SIGTERM) if signals else (0,)
     codes = [p.exitcode for p in procs]
     if any(c == STARTUP_FAILURE for c in codes):
         return STARTUP_FAILURE
-    return 0 if all(c == 0 for c in codes) else FORCED_EXIT
+    return 0 if all(c in clean for c in codes) else FORCED_EXIT

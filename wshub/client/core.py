@@ -16,11 +16,12 @@ expired, or the server lost it), the subscription's ``on_gap`` callback says so,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from wshub.client.channels import END, Channel, Subscription
-from wshub.client.frames import Direct, Frame, Gap, Message, message_of
+from wshub.client.frames import Direct, Frame, Gap, Message, Stopped, message_of
 from wshub.client.link import Link
 
 __all__ = ["Client"]
@@ -32,6 +33,25 @@ class Client(Link):
     See :class:`~wshub.client.link.Link` for the options: ``token``, ``user``,
     ``token_provider``, ``reconnect``, backoff, ``heartbeat`` and the callbacks.
     """
+
+    @property
+    def user(self) -> str:
+        return str(self.welcome.get("user", ""))
+
+    @property
+    def session(self) -> str:
+        return str(self.welcome.get("session", ""))
+
+    async def wait_stopped(self) -> Stopped | None:
+        """Wait until the link is gone for good: :attr:`stopped`, or None after :meth:`close`."""
+        if self._runner is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._runner)
+        return self.stopped
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds before reconnect attempt ``attempt`` (see :class:`~.policy.Backoff`)."""
+        return self.backoff_policy.delay(attempt)
 
     async def join(self, channel: str, *, meta: Any = None) -> Frame:
         """Join a channel (again, with the last position seen, if already joined)."""

@@ -107,14 +107,6 @@ class Link:
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    @property
-    def user(self) -> str:
-        return str(self.welcome.get("user", ""))
-
-    @property
-    def session(self) -> str:
-        return str(self.welcome.get("session", ""))
-
     async def __aenter__(self) -> Self:
         await self.connect()
         return self
@@ -160,13 +152,6 @@ class Link:
             with contextlib.suppress(asyncio.CancelledError):
                 await runner
         self._end(None)
-
-    async def wait_stopped(self) -> Stopped | None:
-        """Wait until the link is gone for good: :attr:`stopped`, or None after :meth:`close`."""
-        if self._runner is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(self._runner)
-        return self.stopped
 
     async def _open(self) -> tuple[ClientConnection, asyncio.Task[None]]:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
@@ -268,10 +253,6 @@ class Link:
             return False
         self.token = token
         return True
-
-    def backoff(self, attempt: int) -> float:
-        """Seconds before reconnect attempt ``attempt`` (see :class:`~.policy.Backoff`)."""
-        return self.backoff_policy.delay(attempt)
 
     async def _heartbeat(self, ws: ClientConnection) -> None:
         interval = self.heartbeat if self.heartbeat is not None else self.welcome.get("heartbeat")

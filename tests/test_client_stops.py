@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import urllib.request
 
 import pytest
 
 from tests.conftest import ServerFactory
-from tests.support import connect
+from tests.proxy import TcpProxy
+from tests.support import connect, http_get
 from wshub.auth import mint_token
 from wshub.client import (
     Action,
@@ -179,3 +181,43 @@ async def test_a_frame_over_the_hard_cap_stops_the_client(make_server: ServerFac
             await big.publish("a:b", "x" * (2 * 1024 * 1024))  # the hard cap is 1 MiB
         assert big.stopped is not None and big.stopped.code == 1009
         assert big.reconnects == 0 and big.state == "closed"
+
+
+async def test_a_503_on_reconnect_waits_at_least_retry_after(
+    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="wshub.client")
+    node = make_server("--max-connections", "1")
+    proxy = await TcpProxy(node.port).start()
+    opened: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    def on_state(state: State) -> None:
+        if state == "open":
+            opened.append(loop.time())
+
+    try:
+        async with Client(
+            proxy.url, user="x", backoff_min=0.01, backoff_max=0.02, on_state=on_state
+        ) as x:
+            proxy.freeze()  # no way back in, until the slot is taken
+            proxy.cut()
+            async with asyncio.timeout(10):  # the server lets go of the dropped link
+                while json.loads((await http_get(f"{node.http}/healthz"))[1])["connections"]:
+                    await asyncio.sleep(0.02)
+            async with connect(node.url, "filler"):
+                proxy.thaw()
+                async with asyncio.timeout(10):
+                    while not (refusals := [r for r in caplog.records if "HTTP 503" in r.message]):
+                        await asyncio.sleep(0.005)
+            refused_at = loop.time()  # the slot is free again from here
+            async with asyncio.timeout(10):
+                while x.reconnects == 0:
+                    await asyncio.sleep(0.01)
+            assert "Retry-After" not in refusals[0].message  # the reason, in words
+            assert "connection limit" in refusals[0].message
+            # Backoff alone would have been back within 20 ms; Retry-After says 1 s.
+            assert opened[-1] - refused_at >= 0.9
+            assert len([r for r in caplog.records if "HTTP 503" in r.message]) == 1
+    finally:
+        await proxy.close()

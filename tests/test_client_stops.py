@@ -50,7 +50,7 @@ def test_the_policy_is_the_protocols_table() -> None:
     assert after_close(1000) is Action.NOTHING
     for code in (1001, 1011, 1012, 4008, 1006):
         assert after_close(code) is Action.RECONNECT
-    for code in (1008, 1009):
+    for code in (1008, 1009, 1002, 1003, 1007, 1010):  # the last four: as wshub.js does
         assert after_close(code) is Action.STOP
     for code in (4001, 4003):
         assert after_close(code) is Action.NEW_TOKEN

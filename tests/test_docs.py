@@ -451,6 +451,19 @@ def library_auth(s: Snippet, run: Run) -> None:
     serve_app(s, run, check, WSHUB_JWT_SECRET=SECRET, WSHUB_API_KEY=API_KEY)
 
 
+def library_page(s: Snippet, run: Run) -> None:
+    async def check(host: str) -> None:
+        status, page = await asyncio.to_thread(http, f"http://{host}/")
+        assert status == 200 and b'from "/static/wshub.js"' in page
+        status, js = await asyncio.to_thread(http, f"http://{host}/static/wshub.js")
+        assert status == 200 and b"export class WshubClient" in js
+        # What the page does, from Python: tests/test_browser_client.py runs it in Chromium.
+        async with connect(f"ws://{host}", "alice") as alice:
+            await alice.join("orders:1")
+
+    serve_app(s, run, check)
+
+
 How = Callable[[Snippet, Run], None] | str
 """A runner, or (a string) the reason the snippet is exempt."""
 
@@ -488,6 +501,7 @@ HOW: dict[tuple[str, str], How] = {
     ),
     ("docs/library.md", "async def authorize("): library_app,
     ("docs/library.md", "SECRET = os.environ"): library_auth,
+    ("docs/library.md", 'hub = Hub("memory://")'): library_page,
     ("docs/scaling.md", "wshub serve --broker"): scaling_lines,
     ("docs/security.md", "export WSHUB_JWT_SECRET="): security_token,
 }

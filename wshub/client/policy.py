@@ -6,6 +6,7 @@
 | 1001, 1011, 1012, 4008     | reconnect with backoff and jitter, join with ``since`` |
 | 1006 (no close frame)      | the same: a dropped link or a dead server              |
 | 1008, 1009                 | stop, and tell the application                         |
+| 1002, 1003, 1007, 1010     | stop: this client is at fault, a retry would repeat it |
 | 4001, 4003                 | ask the application for a new token, then reconnect;   |
 |                            | stop if it has none                                    |
 
@@ -39,8 +40,12 @@ NO_CLOSE_FRAME: Final = 1006
 _ACTIONS: Final = {
     1000: Action.NOTHING,
     1001: Action.RECONNECT,
+    1002: Action.STOP,  # protocol error
+    1003: Action.STOP,  # a frame type the server does not take
+    1007: Action.STOP,  # not UTF-8
     1008: Action.STOP,
     1009: Action.STOP,
+    1010: Action.STOP,  # an extension the server would not negotiate
     1011: Action.RECONNECT,
     1012: Action.RECONNECT,
     4001: Action.NEW_TOKEN,

@@ -12,6 +12,8 @@ __all__ = ["MIB", "Settings"]
 
 MIB = 1024 * 1024
 
+_AT_LEAST_ONE = ("max_frame_bytes", "queue_size", "queue_bytes", "max_channels", "history_size")
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -29,6 +31,8 @@ class Settings:
     """Channels one connection may join at once."""
     queue_size: int = 1024
     """Frames waiting to be written to one connection; overflowing it closes with 4008."""
+    queue_bytes: int = MIB
+    """Bytes waiting to be written to one connection, replies included; more closes with 4008."""
     history_size: int = 100
     """Messages kept per channel."""
     history_ttl: float = 300
@@ -62,7 +66,7 @@ class Settings:
             value = getattr(self, f.name)
             if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
                 raise ValueError(f"{f.name} must not be negative, got {value}")
-        for name in ("max_frame_bytes", "queue_size", "max_channels", "history_size"):
+        for name in _AT_LEAST_ONE:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.retry_after < 1:

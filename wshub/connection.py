@@ -4,18 +4,19 @@ This is the only place that writes to a socket. Everyone else calls :meth:`Conne
 (a frame for this client alone) or :meth:`Connection.push_frame` (a frame shared by a fan-out),
 which never wait: a publisher fanning out to ten thousand subscribers does ten thousand
 appends, and a subscriber that stops reading fills only its own queue. When that queue
-overflows, the connection is a slow consumer and is dropped (4008) instead of holding memory.
+overflows (in frames or in bytes: ``queue_size`` and ``queue_bytes``), the connection is a slow
+consumer and is dropped (4008) instead of holding memory.
 
 Two writers, one contract:
 
 - :class:`AsgiConnection` works under any ASGI server: a writer task per connection awaits
   the server's ``send`` for each frame, which (under uvicorn) waits while the socket's buffer
   is full.
-- :class:`DirectConnection` is used when the server offers wshub's ``wshub.fast`` extension
-  (``wshub serve`` does): frames are written as pre-built WebSocket frame bytes, shared by
-  every subscriber, straight to the transport; what a fan-out queues in one event-loop tick
-  is written in one call; no task per connection. While the transport's buffer is above its
-  high-water mark the frames wait in the same bounded queue.
+- :class:`DirectConnection` (in :mod:`wshub.direct`) is used when the server offers wshub's
+  ``wshub.fast`` extension (``wshub serve`` does): frames are written as pre-built WebSocket
+  frame bytes, shared by every subscriber, straight to the transport; what a fan-out queues in
+  one event-loop tick is written in one call; no task per connection. While the transport's
+  buffer is above its high-water mark the frames wait in the same bounded queue.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from wshub.frame import Frame, text_frame
+from wshub.config import MIB
+from wshub.frame import Frame
 from wshub.permissions import Permissions
 from wshub.protocol import CloseCode
 from wshub.ratelimit import RateLimiter
@@ -37,8 +39,9 @@ __all__ = ["AsgiConnection", "Connection", "DirectConnection", "FastPath", "Flus
 
 log = logging.getLogger("wshub.connection")
 
-FLUSH_AT = 64
-"""Frames a direct connection queues within one tick before it writes them at once."""
+BACKLOG_FACTOR = 4
+"""How far past its budget an ASGI connection's queue may grow while its writer is not blocked
+on the socket: that backlog is the server's own (a busy CPU), not a slow consumer's."""
 
 
 class FastPath(Protocol):
@@ -52,6 +55,9 @@ class FastPath(Protocol):
 
     def on_writable(self, callback: Callable[[], None] | None) -> None:
         """Call ``callback`` whenever the buffer drains below its low-water mark again."""
+
+    def on_ping(self, allow: Callable[[], bool] | None) -> None:
+        """Ask ``allow`` before answering each WebSocket ping: False means no pong."""
 
 
 class Link(Protocol):
@@ -80,10 +86,14 @@ class Connection:
     """
 
     __slots__ = (
+        "_bytes",
         "_closing",
+        "_dropped",
+        "_ended",
         "_expiry",
         "_link",
         "_on_overflow",
+        "_queue_bytes",
         "_queue_size",
         "channels",
         "close_code",
@@ -108,6 +118,7 @@ class Connection:
         kind: str = "ws",
         permissions: Permissions | None = None,
         peer: str = "",
+        queue_bytes: int = MIB,
     ) -> None:
         self.session = session
         self.user = user
@@ -123,14 +134,20 @@ class Connection:
         self.opened = time.monotonic()
         self._link = link
         self._queue_size = queue_size
+        self._queue_bytes = queue_bytes
+        self._bytes = 0
+        """Bytes (characters on the ASGI path) of the frames in the queue."""
         self._on_overflow = on_overflow
         self._closing: tuple[int, str] | None = None
         self._expiry: asyncio.TimerHandle | None = None
+        self._dropped = False
+        self._ended = False
 
     # --- what subclasses provide ----------------------------------------------------------
 
     def start(self) -> None:
         """Begin writing."""
+        raise NotImplementedError
 
     @property
     def queued(self) -> int:
@@ -183,44 +200,81 @@ class Connection:
         self._begin_close()
 
     def drop(self, code: int, reason: str) -> None:
-        """Close now, discarding what is queued: for a peer that is not reading."""
-        if self.closed:
+        """Close now, discarding what is queued: for a peer that is not reading.
+
+        Also after a close was handed to the transport: a peer that stopped reading may never
+        let that close frame through, so the transport is told to cut it off after the close
+        timeout. Once the connection is over (:meth:`stop`), there is nothing left to drop.
+        """
+        if self._ended or self._dropped:
             return
-        self.close_code = code
-        self.closed = True
-        self._cancel_expiry()
-        self._discard()
+        self._dropped = True
+        if not self.closed:
+            self.close_code = code
+            self.closed = True
+            self._cancel_expiry()
+            self._discard()
         self._link.drop(code, reason)
 
     async def stop(self) -> None:
         """Release the connection once it is over; safe to call more than once."""
         self.closed = True
+        self._ended = True
         self._cancel_expiry()
         self._discard()
+        self._bytes = 0
+
+    def _watch_pings(self) -> None:
+        """Make the client's WebSocket pings take tokens from its rate limit too."""
+        fast = self._link.fast
+        if fast is not None and self.rate is not None:
+            fast.on_ping(self._ping_allowed)
+
+    def _ping_allowed(self) -> bool:
+        rate = self.rate
+        if rate is None or self.closing:
+            return rate is None and not self.closing
+        now = time.monotonic()
+        if rate.allow(now):
+            return True
+        if rate.abusive(now):
+            self.close(CloseCode.POLICY_VIOLATION, "rate limit exceeded repeatedly")
+        return False
 
     def _overflow(self) -> None:
         log.info(
-            "slow consumer %s (%s): queue of %d overflowed",
+            "slow consumer %s (%s): more than %d frames or %d bytes queued",
             self.session,
             self.user,
             self._queue_size,
+            self._queue_bytes,
         )
         self.drop(CloseCode.SLOW_CONSUMER, "slow consumer")
         self._on_overflow(self)
+
+    def _failed(self, exc: Exception) -> None:
+        """This connection's transport raised: cut it off, and let the others carry on."""
+        log.warning("connection %s (%s) failed: %r; dropping it", self.session, self.user, exc)
+        with contextlib.suppress(Exception):
+            self.drop(CloseCode.INTERNAL_ERROR, "internal error")
+        self.closed = True
 
 
 class AsgiConnection(Connection):
     """Writes through the ASGI server's ``send``: a writer task drains the queue."""
 
-    __slots__ = ("_queue", "_wake", "_writer")
+    __slots__ = ("_blocked", "_queue", "_wake", "_writer")
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._queue: deque[str] = deque()
         self._wake: asyncio.Future[None] | None = None
         self._writer: asyncio.Task[None] | None = None
+        self._blocked = False
+        """The writer is suspended in ``send``: the peer's socket is not taking data."""
 
     def start(self) -> None:
+        self._watch_pings()
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
 
     @property
@@ -230,12 +284,27 @@ class AsgiConnection(Connection):
     def push(self, text: str) -> None:
         if self.closed or self._closing is not None:
             return
-        queue = self._queue
-        if len(queue) >= self._queue_size:
-            self._overflow()
-            return
-        queue.append(text)
-        self._wake_writer()
+        try:
+            queue = self._queue
+            size = self._bytes + len(text)
+            # A frame onto an empty queue is always taken, or a reply larger than the budget
+            # could never be delivered. Past the budget, the connection is a slow consumer
+            # only while its writer waits on the socket; otherwise the writer simply has not
+            # had the CPU yet (an overloaded node), up to a hard cap that bounds memory.
+            if queue and (len(queue) >= self._queue_size or size > self._queue_bytes):
+                hard = BACKLOG_FACTOR
+                if (
+                    self._blocked
+                    or len(queue) >= hard * self._queue_size
+                    or size > hard * self._queue_bytes
+                ):
+                    self._overflow()
+                    return
+            queue.append(text)
+            self._bytes = size
+            self._wake_writer()
+        except Exception as exc:
+            self._failed(exc)
 
     def push_frame(self, frame: Frame) -> None:
         self.push(frame.text)
@@ -256,6 +325,7 @@ class AsgiConnection(Connection):
 
     def _discard(self) -> None:
         self._queue.clear()
+        self._bytes = 0
         writer = self._writer
         if writer is not None and not writer.done() and writer is not asyncio.current_task():
             writer.cancel()
@@ -274,7 +344,11 @@ class AsgiConnection(Connection):
         try:
             while True:
                 while queue:
-                    await send(queue.popleft())
+                    text = queue.popleft()
+                    self._bytes -= len(text)
+                    self._blocked = True
+                    await send(text)
+                    self._blocked = False
                 if self._closing is not None:
                     break
                 self._wake = loop.create_future()
@@ -288,104 +362,8 @@ class AsgiConnection(Connection):
             log.debug("writer for %s stopped: %r", self.session, exc)
             self.closed = True
             self._queue.clear()
+            self._bytes = 0
 
 
-class Flusher:
-    """Writes the frames direct connections queued during one event-loop tick, at its end.
-
-    One callback per tick for all connections, instead of a task per connection: a burst of
-    publications reaches each subscriber's socket in one write.
-    """
-
-    __slots__ = ("_dirty", "_scheduled")
-
-    def __init__(self) -> None:
-        self._dirty: list[DirectConnection] = []
-        self._scheduled = False
-
-    def mark(self, conn: DirectConnection) -> None:
-        self._dirty.append(conn)
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._run)
-
-    def _run(self) -> None:
-        self._scheduled = False
-        dirty, self._dirty = self._dirty, []
-        for conn in dirty:
-            conn.flush()
-
-
-class DirectConnection(Connection):
-    """Writes pre-built frame bytes straight to the transport (the ``wshub.fast`` extension)."""
-
-    __slots__ = ("_dirty", "_fast", "_flusher", "_queue")
-
-    def __init__(self, *args: object, fast: FastPath, flusher: Flusher, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._queue: list[bytes] = []
-        self._fast = fast
-        self._flusher = flusher
-        self._dirty = False
-
-    def start(self) -> None:
-        self._fast.on_writable(self.flush)
-
-    @property
-    def queued(self) -> int:
-        return len(self._queue)
-
-    def push(self, text: str) -> None:
-        self._enqueue(text_frame(text.encode()))
-
-    def push_frame(self, frame: Frame) -> None:
-        self._enqueue(frame.wire)
-
-    def _enqueue(self, data: bytes) -> None:
-        if self.closed or self._closing is not None:
-            return
-        queue = self._queue
-        n = len(queue)
-        if n >= self._queue_size:
-            self._overflow()
-            return
-        queue.append(data)
-        if n + 1 >= FLUSH_AT and self._fast.writable():
-            self.flush()  # a long burst within one tick: do not let it pile up
-        elif not self._dirty:
-            self._dirty = True
-            self._flusher.mark(self)
-
-    def flush(self) -> None:
-        """Write everything queued, if the transport will take it now."""
-        self._dirty = False
-        queue = self._queue
-        if self.closed:
-            return
-        if queue:
-            if not self._fast.writable():
-                return  # resumed by on_writable
-            self._fast.write(queue[0] if len(queue) == 1 else b"".join(queue))
-            queue.clear()
-        if self._closing is not None:
-            self.closed = True
-            self._fast.on_writable(None)
-            task = asyncio.ensure_future(self._link.close(*self._closing))
-            _closing_tasks.add(task)
-            task.add_done_callback(_forget)
-
-    def _begin_close(self) -> None:
-        self.flush()
-
-    def _discard(self) -> None:
-        self._queue.clear()
-        self._fast.on_writable(None)
-
-
-_closing_tasks: set[asyncio.Task[None]] = set()
-
-
-def _forget(task: asyncio.Task[None]) -> None:
-    _closing_tasks.discard(task)
-    if not task.cancelled():
-        task.exception()  # the peer may be gone already; the reader notices
+# The fast path's writer; importable from here like the rest of the connection API.
+from wshub.direct import DirectConnection, Flusher  # noqa: E402

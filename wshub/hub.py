@@ -297,10 +297,13 @@ class Hub:
             "connection open",
             extra={"event": "open", "session": session, "user": user, "kind": kind, "peer": peer},
         )
+        budget = s.queue_bytes
         conn: Connection = (
-            AsgiConnection(*args, peer=peer)
+            AsgiConnection(*args, peer=peer, queue_bytes=budget)
             if fast is None or not s.fast_path
-            else DirectConnection(*args, fast=fast, flusher=self._flusher, peer=peer)
+            else DirectConnection(
+                *args, fast=fast, flusher=self._flusher, peer=peer, queue_bytes=budget
+            )
         )
         self._attached[conn] = None
         if kind == "ws":  # the plain-text chat takes no direct messages

@@ -32,11 +32,15 @@ _STANDARD: Final = frozenset(
     | {"message", "asctime", "color_message", "taskName"}
 )
 
-# uvicorn's handshake line, and the websockets library's, which uvicorn logs as its own.
+# uvicorn's handshake lines, and the websockets library's, which uvicorn logs as its own; a
+# refused handshake is logged once by wshub, with its reason.
 _UVICORN_WS_LINES: Final = (
     '%s - "WebSocket %s" [accepted]',
+    '%s - "WebSocket %s" %d',
     "connection open",
     "connection closed",
+    "connection rejected (%d %s)",
+    "HTTP response sent (%d %s)",
 )
 
 

@@ -36,6 +36,7 @@ from wshub import __version__
 from wshub.hub import Hub
 from wshub.logs import log_config
 from wshub.options import ServeConfig, token_verifier
+from wshub.uvicorn_check import ws_protocol
 
 __all__ = ["DrainingServer", "run"]
 
@@ -113,7 +114,7 @@ def uvicorn_config(config: ServeConfig, app: Any) -> uvicorn.Config:
         app,
         host=config.host,
         port=config.port,
-        ws="wshub.uvicorn_ws:WshubWebSocketProtocol",
+        ws=ws_protocol(),
         ws_max_size=settings.hard_frame_bytes,
         # Off: deflate compresses every frame once per subscriber, which defeats encoding once.
         ws_per_message_deflate=False,

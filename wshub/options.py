@@ -94,6 +94,10 @@ class ServeConfig:
     queue_size: int = setting(
         _D.queue_size, "Outbound frames queued per connection; overflow closes it (4008)."
     )
+    queue_bytes: int = setting(
+        _D.queue_bytes,
+        "Outbound bytes queued per connection, replies included; more closes it (4008).",
+    )
     history_size: int = setting(_D.history_size, "Messages kept per channel.")
     history_ttl: float = setting(_D.history_ttl, "Seconds a message stays in history.")
     ping_interval: float = setting(_D.ping_interval, "Seconds between WebSocket pings (0: off).")

@@ -90,7 +90,21 @@ def peer_of(scope: Scope) -> str:
 
 
 async def refuse(scope: Scope, send: Send, refusal: Refusal) -> None:
-    """Refuse a WebSocket handshake with an HTTP status, before any upgrade."""
+    """Refuse a WebSocket handshake with an HTTP status, before any upgrade.
+
+    A refusal is normal operation (a bad token, a full node), so it is one INFO line with the
+    status and the reason, and the path without its query string, where a token may travel.
+    """
+    log.info(
+        "handshake refused",
+        extra={
+            "event": "refused",
+            "status": refusal.status,
+            "reason": refusal.reason,
+            "peer": peer_of(scope),
+            "path": scope.get("path", ""),
+        },
+    )
     if "websocket.http.response" not in (scope.get("extensions") or {}):
         # The server cannot send a denial response; closing before accept is refused as 403.
         await send({"type": "websocket.close", "code": 1008, "reason": refusal.reason})

@@ -1,45 +1,70 @@
-"""wshub's uvicorn WebSocket protocol: uvicorn's own, plus two things a hub needs.
+"""wshub's uvicorn WebSocket protocol: uvicorn's own, plus what a hub needs.
 
 uvicorn's ``send`` waits while the transport's write buffer is above its high-water mark, which
 keeps a slow reader's memory bounded, but it also means a close frame for that reader waits
 forever, and a closing transport waits for a flush that never comes. A hub must be able to
 cut such a peer off. This class adds:
 
-- the ASGI extension ``wshub.close_now``: queue a close frame past a full buffer, and abort
-  the TCP connection if the peer has not completed the close within the given timeout;
+- the ASGI extension ``wshub.close_now``: queue a close frame past a full buffer (or, if a
+  close was already written, keep it), and abort the TCP connection if the peer has not
+  completed the close within the given timeout;
 - an abort, not a graceful close, when a keepalive ping goes unanswered: a dead peer will
-  never read what is still buffered for it;
+  never read what is still buffered for it; and after a peer's own close, an abort once the
+  close timeout passes with the buffer still full;
 - the ASGI extension ``wshub.fast`` (a :class:`wshub.connection.FastPath`): write pre-built
   frame bytes straight to the transport and learn when its buffer drains, so that a fan-out
   costs one ``write`` per subscriber instead of an ASGI ``send`` with its encoding, framing
   and task switch. Offered only when no extension (compression) was negotiated, since only
-  then are a frame's bytes the same for every recipient.
+  then are a frame's bytes the same for every recipient. No frame is written once the
+  WebSocket is closing, whoever wrote the close frame (uvicorn writes some itself);
+- pongs that count: each ping asks the connection's rate limiter, and while the transport is
+  full the connection stops reading, so a client that sends pings and never reads cannot
+  grow the node;
+- refused handshakes that are refused: a request the WebSocket parser rejects (request line
+  or header over 8 KiB, more than 128 headers, a body, another method) gets its 4xx response
+  and the socket is closed at once, instead of both being left to the peer;
+- a denial response (the hub refusing a handshake with 401, 403, 503) that does not make
+  uvicorn log "ASGI callable returned without completing handshake" as an error.
 
-Everything else, the standard ASGI path included, is uvicorn's.
+Everything else, the standard ASGI path included, is uvicorn's. :mod:`wshub.uvicorn_check`
+verifies at start-up that the installed uvicorn has what this class relies on.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.datastructures import Headers
+from websockets.exceptions import SecurityError
+from websockets.http11 import Response
+from websockets.protocol import State
 
 __all__ = ["WshubWebSocketProtocol"]
+
+log = logging.getLogger("wshub.server")
+
+_PONG = b"\x8a"  # FIN + opcode 10: the first byte of every pong websockets writes
 
 
 class _FastPath:
     """The ``wshub.fast`` extension of one connection."""
 
-    __slots__ = ("_protocol", "callback")
+    __slots__ = ("_protocol", "callback", "ping_filter")
 
     def __init__(self, protocol: WshubWebSocketProtocol) -> None:
         self._protocol = protocol
         self.callback: Callable[[], None] | None = None
+        self.ping_filter: Callable[[], bool] | None = None
 
     def write(self, data: bytes) -> None:
         p = self._protocol
-        if not (p.close_sent or p.disconnected):
+        # The sans-I/O state, not uvicorn's close_sent: uvicorn writes a peer's close reply,
+        # the shutdown's 1012 and the keepalive's 1011 without setting it (websockets'
+        # broadcast() checks the state the same way).
+        if p.conn.state is State.OPEN and not p.disconnected:
             p.transport.write(data)
 
     def writable(self) -> bool:
@@ -48,9 +73,35 @@ class _FastPath:
     def on_writable(self, callback: Callable[[], None] | None) -> None:
         self.callback = callback
 
+    def on_ping(self, allow: Callable[[], bool] | None) -> None:
+        self.ping_filter = allow
+
 
 class WshubWebSocketProtocol(WebSocketsSansIOProtocol):
     fast_path: _FastPath | None = None
+    _reading_held = False
+    """Reading stopped by this class while pongs wait on a full transport."""
+
+    # --- the handshake ---------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self.handshake_initiated and self.conn.handshake_exc is not None:
+            self._refuse_unparsable()
+
+    def _refuse_unparsable(self) -> None:
+        """Write the response to a request the parser refused, and close at once."""
+        self.handshake_initiated = self.handshake_complete = self.close_sent = True
+        exc = self.conn.handshake_exc
+        assert exc is not None
+        status, reason, raw = refusal_response(exc, self.conn.data_to_send())
+        log.info(
+            "handshake refused",
+            extra={"event": "refused", "status": status, "reason": reason, "peer": _peer(self)},
+        )
+        if not self.transport.is_closing():
+            self.transport.write(raw)
+            self.transport.close()
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -61,24 +112,98 @@ class WshubWebSocketProtocol(WebSocketsSansIOProtocol):
             if not self.response.headers.get("Sec-WebSocket-Extensions"):
                 self.fast_path = extensions["wshub.fast"] = _FastPath(self)
 
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+            # The denial response is complete: the handshake is over, refused on purpose.
+            self.handshake_complete = True
+
+    # --- writing ---------------------------------------------------------------------------
+
     def resume_writing(self) -> None:
         super().resume_writing()
+        if self._reading_held:
+            self._reading_held = False
+            if not self.read_paused:
+                self.transport.resume_reading()
         fast = self.fast_path
         if fast is not None and fast.callback is not None:
             fast.callback()
 
+    def handle_ping(self) -> None:
+        output = self.conn.data_to_send()
+        fast = self.fast_path
+        allow = fast.ping_filter if fast is not None else None
+        if allow is not None:  # one pong per ping in the output; ask for each
+            output = [chunk for chunk in output if chunk[:1] != _PONG or allow()]
+        self.transport.write(b"".join(output))
+        if not self.writable.is_set() and not self._reading_held:
+            # The peer does not read its pongs: read no more pings until it does.
+            self._reading_held = True
+            self.transport.pause_reading()
+
+    # --- closing ---------------------------------------------------------------------------
+
     def close_now(self, code: int, reason: str, timeout: float) -> None:
-        if self.close_sent or self.disconnected or self.transport.is_closing():
+        if self.disconnected:
             return
-        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
-        self.conn.send_close(code, reason)
-        self.transport.write(b"".join(self.conn.data_to_send()))
-        self.close_sent = True
-        if self.read_paused:  # read the peer's close reply
-            self.read_paused = False
-            self.transport.resume_reading()
+        if self.conn.state is State.OPEN and not self.transport.is_closing():
+            self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+            self.conn.send_close(code, reason)
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.close_sent = True
+            if self.read_paused or self._reading_held:  # read the peer's close reply
+                self.read_paused = self._reading_held = False
+                self.transport.resume_reading()
+        # Whoever wrote the close frame, the peer has ``timeout`` to complete the close.
+        self._abort_in(timeout)
+
+    def _abort_in(self, timeout: float) -> None:
+        if self.close_timer is not None:
+            self.close_timer.cancel()
         self.close_timer = self.loop.call_later(timeout, self.transport.abort)
+
+    def handle_close(self, event: Any) -> None:
+        super().handle_close(event)
+        # A peer that closed and stopped reading would hold a full buffer (and its socket)
+        # for good: uvicorn's transport.close() waits for the flush.
+        if (
+            not self.disconnected
+            and self.close_timer is None
+            and self.transport.get_write_buffer_size()
+        ):
+            self._abort_in(self.close_timeout)
 
     def keepalive_timeout(self) -> None:
         super().keepalive_timeout()
         self.transport.abort()
+
+
+def refusal_response(exc: Exception, output: list[bytes]) -> tuple[int, str, bytes]:
+    """The status, the reason to log and the bytes to write for a request the parser refused.
+
+    websockets answers a request line or header that is too long with 414 or 431 (its
+    response is in ``output``), and anything else it cannot take (a body, another method, a
+    malformed line) with no response at all: that gets a plain 400. The reason is the
+    parser's for size limits (it names the limit, never the request's content) and generic
+    otherwise, since a malformed header line may carry a credential.
+    """
+    raw = b"".join(output)
+    if raw.startswith(b"HTTP/"):
+        status = int(raw.split(b" ", 2)[1])
+    else:
+        status = 400
+        body = b"Failed to open a WebSocket connection: not a valid WebSocket request.\n"
+        headers = [
+            ("Connection", "close"),
+            ("Content-Length", str(len(body))),
+            ("Content-Type", "text/plain; charset=utf-8"),
+        ]
+        raw = Response(status, "Bad Request", Headers(headers), body).serialize()
+    reason = str(exc) if isinstance(exc, SecurityError) else "not a valid WebSocket request"
+    return status, reason, raw
+
+
+def _peer(protocol: WebSocketsSansIOProtocol) -> str:
+    client = protocol.client
+    return f"{client[0]}:{client[1]}" if client else ""

@@ -1,0 +1,160 @@
+"""The fast path's writer: pre-built frame bytes straight to the transport, no task per connection.
+
+Used when the server offers wshub's ``wshub.fast`` extension (``wshub serve`` does). What a
+fan-out queues for a connection within one event-loop tick is written in one call at the end of
+the tick (:class:`Flusher`), or at once after a long burst. The transport's buffer is filled
+only up to its high-water mark: past it, frames wait in the connection's own queue, which is
+bounded in frames and in bytes, and the rest is written chunk by chunk as the buffer drains.
+So a slow reader costs at most its queue budget, one chunk past the high-water mark and the
+kernel's socket buffer, whatever its pattern of reading and pausing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from wshub.connection import Connection, FastPath
+from wshub.frame import Frame, text_frame
+
+__all__ = ["FLUSH_AT", "FLUSH_BYTES", "DirectConnection", "Flusher"]
+
+FLUSH_AT = 64
+"""Frames a direct connection queues within one tick before it writes them at once."""
+
+FLUSH_BYTES = 65_536
+"""Bytes queued within one tick before they are written at once, and the most written in one
+call while draining: so a burst of large frames to a reader that keeps up never counts against
+its budget, and a drain never copies the whole queue into the transport at once."""
+
+
+class Flusher:
+    """Writes the frames direct connections queued during one event-loop tick, at its end.
+
+    One callback per tick for all connections, instead of a task per connection: a burst of
+    publications reaches each subscriber's socket in one write. One connection whose transport
+    fails is cut off; the others are still written.
+    """
+
+    __slots__ = ("_dirty", "_scheduled")
+
+    def __init__(self) -> None:
+        self._dirty: list[DirectConnection] = []
+        self._scheduled = False
+
+    def mark(self, conn: DirectConnection) -> None:
+        self._dirty.append(conn)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._run)
+
+    def _run(self) -> None:
+        self._scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            try:
+                conn.flush()
+            except Exception as exc:
+                conn._failed(exc)
+
+
+class DirectConnection(Connection):
+    """Writes pre-built frame bytes straight to the transport (the ``wshub.fast`` extension)."""
+
+    __slots__ = ("_dirty", "_fast", "_flusher", "_queue")
+
+    def __init__(self, *args: object, fast: FastPath, flusher: Flusher, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._queue: deque[bytes] = deque()
+        self._fast = fast
+        self._flusher = flusher
+        self._dirty = False
+
+    def start(self) -> None:
+        self._watch_pings()
+        self._fast.on_writable(self.flush)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def push(self, text: str) -> None:
+        self._enqueue(text_frame(text.encode()))
+
+    def push_frame(self, frame: Frame) -> None:
+        self._enqueue(frame.wire)
+
+    def _enqueue(self, data: bytes) -> None:
+        if self.closed or self._closing is not None:
+            return
+        try:
+            queue = self._queue
+            n = len(queue)
+            size = self._bytes + len(data)
+            # A frame onto an empty queue is always taken, or a reply larger than the budget
+            # could never be delivered; behind others, it must fit in the budget.
+            if n and (n >= self._queue_size or size > self._queue_bytes):
+                self._overflow()
+                return
+            queue.append(data)
+            self._bytes = size
+            if (n + 1 >= FLUSH_AT or size >= FLUSH_BYTES) and self._fast.writable():
+                self.flush()  # a long burst within one tick: do not let it pile up
+            elif not self._dirty:
+                self._dirty = True
+                self._flusher.mark(self)
+        except Exception as exc:
+            self._failed(exc)
+
+    def flush(self) -> None:
+        """Write what is queued while the transport takes it; the rest waits for a drain."""
+        self._dirty = False
+        if self.closed:
+            return
+        queue = self._queue
+        fast = self._fast
+        while queue:
+            if not fast.writable():
+                return  # resumed by on_writable
+            if len(queue) == 1:
+                fast.write(queue.popleft())
+                self._bytes = 0
+            elif self._bytes <= FLUSH_BYTES:
+                fast.write(b"".join(queue))
+                queue.clear()
+                self._bytes = 0
+            else:
+                chunk = [queue.popleft()]
+                size = len(chunk[0])
+                while queue and size < FLUSH_BYTES:
+                    data = queue.popleft()
+                    chunk.append(data)
+                    size += len(data)
+                self._bytes -= size
+                fast.write(b"".join(chunk))
+        if self._closing is not None:
+            self.closed = True
+            self._fast.on_writable(None)
+            task = asyncio.ensure_future(self._link.close(*self._closing))
+            _closing_tasks.add(task)
+            task.add_done_callback(_forget)
+
+    def _begin_close(self) -> None:
+        try:
+            self.flush()
+        except Exception as exc:
+            self._failed(exc)
+
+    def _discard(self) -> None:
+        self._queue.clear()
+        self._bytes = 0
+        self._fast.on_writable(None)
+
+
+_closing_tasks: set[asyncio.Task[None]] = set()
+
+
+def _forget(task: asyncio.Task[None]) -> None:
+    _closing_tasks.discard(task)
+    if not task.cancelled():
+        task.exception()  # the peer may be gone already; the reader notices

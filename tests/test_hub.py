@@ -415,20 +415,32 @@ async def test_connection_permissions_and_authorize_must_both_agree() -> None:
 async def test_expiry_closes_with_4001_and_later_frames_are_not_served(hub: Hub) -> None:
     link = FakeLink()
     conn = hub.connect("ann", link, expires=time.time() + 0.05)
-    await asyncio.sleep(0.2)
+    deadline = time.monotonic() + 5
+    while link.closed is None:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
     assert link.closed == (4001, "token expired")
-    await hub.handle_text(conn, '{"type":"publish","channel":"room","data":1}')
-    assert await hub.broker.recover("room", None, None) is not None
+    written = len(link.sent)
+    await hub.handle_text(conn, '{"type":"publish","channel":"room","data":1,"id":"p"}')
+    await settle()
+    assert len(link.sent) == written  # not served: no ack, no error
     assert (await hub.broker.history("room", None, None, 10))[1] == []  # nothing published
     await hub.disconnect(conn)
 
 
 async def test_expiry_timer_is_cancelled_on_disconnect(hub: Hub) -> None:
-    link = FakeLink()
-    conn = hub.connect("ann", link, expires=time.time() + 0.1)
+    link, witness = FakeLink(), FakeLink()
+    expires = time.time() + 0.1
+    conn = hub.connect("ann", link, expires=expires)
+    other = hub.connect("bob", witness, expires=expires)  # its timer fires: so would ann's
     await hub.disconnect(conn)
-    await asyncio.sleep(0.2)
+    deadline = time.monotonic() + 5
+    while witness.closed is None:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    await settle()
     assert link.closed is None
+    await hub.disconnect(other)
 
 
 async def test_on_publish_errors_become_error_codes(caplog: pytest.LogCaptureFixture) -> None:

@@ -48,7 +48,7 @@ async def opened(hub: Hub, user: str = "ann") -> tuple[Session, Connection]:
 
 
 def texts(session: Session) -> list[str]:
-    return [f.data.decode() for f in session.received() if f.opcode is Opcode.TEXT]
+    return [bytes(f.data).decode() for f in session.received() if f.opcode is Opcode.TEXT]
 
 
 # --- closes are closes ---------------------------------------------------------------------
@@ -209,7 +209,7 @@ def asgi_connection(link: InstantLink, dropped: list[Connection]) -> AsgiConnect
 
 
 async def test_the_asgi_paths_own_backlog_is_not_a_slow_consumer() -> None:
-    link, dropped = InstantLink(), []
+    link, dropped = InstantLink(), list[Connection]()
     conn = asgi_connection(link, dropped)
     for i in range(300):  # one busy tick: the writer has had no CPU yet
         conn.push(f"m{i}")
@@ -219,7 +219,7 @@ async def test_the_asgi_paths_own_backlog_is_not_a_slow_consumer() -> None:
 
 
 async def test_the_asgi_path_cuts_off_a_reader_that_blocks_its_writer() -> None:
-    link, dropped = InstantLink(), []
+    link, dropped = InstantLink(), list[Connection]()
     conn = asgi_connection(link, dropped)
     conn.push("block")
     await until(lambda: link.sent == ["block"])

@@ -104,11 +104,9 @@ def ws_protocol() -> str:
         return WSHUB_PROTOCOL
     import uvicorn
 
-    try:
-        importlib.import_module(_SANSIO)
-        fallback = "websockets-sansio"
-    except ImportError:
-        fallback = "auto"
+    # uvicorn's default, not its sans-I/O protocol: where that lacks what wshub needs, it may
+    # lack flow control too (0.52.0 never pauses a send for a full buffer).
+    fallback = "auto"
     log.warning(
         "uvicorn %s lacks what wshub's WebSocket protocol needs (%s): serving WebSockets "
         "through uvicorn's %r protocol and plain ASGI instead, without the fast path; "

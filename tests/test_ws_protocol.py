@@ -125,7 +125,16 @@ async def test_presence_and_member_events(server: ServerProcess) -> None:
                 {"user": "p1", "meta": {"name": "Pat"}, "connections": 1},
                 {"user": "p2", "meta": {"v": 2}, "connections": 2},
             ]
-        await asyncio.sleep(0.2)  # p2b gone, p2 still there: no member_left
+        # p2b gone, p2 still there: no member_left. Once presence counts one connection,
+        # the node has handled p2b's end, and a member_left would already be on its way.
+        deadline = asyncio.get_running_loop().time() + 5
+        while True:
+            presence = await p1.request({"type": "presence", "channel": channel})
+            if {m["user"]: m["connections"] for m in presence["members"]}["p2"] == 1:
+                break
+            assert asyncio.get_running_loop().time() < deadline
+        await p1.request({"type": "ping"})
+        assert [f for f in p1._backlog if f["type"] == "member_left"] == []
         await p2.request({"type": "leave", "channel": channel})
         left = await p1.expect("member_left")
         assert (left["user"], left["meta"]) == ("p2", {"v": 2})

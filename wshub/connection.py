@@ -35,7 +35,7 @@ from wshub.permissions import Permissions
 from wshub.protocol import CloseCode
 from wshub.ratelimit import RateLimiter
 
-__all__ = ["AsgiConnection", "Connection", "DirectConnection", "FastPath", "Flusher", "Link"]
+__all__ = ["AsgiConnection", "Connection", "FastPath", "Link"]
 
 log = logging.getLogger("wshub.connection")
 
@@ -363,7 +363,3 @@ class AsgiConnection(Connection):
             self.closed = True
             self._queue.clear()
             self._bytes = 0
-
-
-# The fast path's writer; importable from here like the rest of the connection API.
-from wshub.direct import DirectConnection, Flusher  # noqa: E402

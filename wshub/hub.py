@@ -26,7 +26,8 @@ from wshub import __version__, protocol
 from wshub.brokers import Broker, BrokerUnavailable, create_broker
 from wshub.channel import Gap, LocalChannel, PendingJoin
 from wshub.config import Settings
-from wshub.connection import AsgiConnection, Connection, DirectConnection, Flusher, Link
+from wshub.connection import AsgiConnection, Connection, Link
+from wshub.direct import DirectConnection, Flusher
 from wshub.frame import Frame
 from wshub.hooks import Authorize, HookRefusal, OnConnect, OnDisconnect, OnPublish
 from wshub.metrics import HubMetrics

@@ -12,7 +12,6 @@ kernel's socket buffer, whatever its pattern of reading and pausing.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 
 from wshub.connection import Connection, FastPath
 from wshub.frame import Frame, text_frame
@@ -65,7 +64,7 @@ class DirectConnection(Connection):
 
     def __init__(self, *args: object, fast: FastPath, flusher: Flusher, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._queue: deque[bytes] = deque()
+        self._queue: list[bytes] = []  # a list: cheaper than a deque for append-then-clear
         self._fast = fast
         self._flusher = flusher
         self._dirty = False
@@ -98,11 +97,12 @@ class DirectConnection(Connection):
                 return
             queue.append(data)
             self._bytes = size
-            if (n + 1 >= FLUSH_AT or size >= FLUSH_BYTES) and self._fast.writable():
+            if (n < FLUSH_AT - 1 and size < FLUSH_BYTES) or not self._fast.writable():
+                if not self._dirty:
+                    self._dirty = True
+                    self._flusher.mark(self)
+            else:
                 self.flush()  # a long burst within one tick: do not let it pile up
-            elif not self._dirty:
-                self._dirty = True
-                self._flusher.mark(self)
         except Exception as exc:
             self._failed(exc)
 
@@ -112,32 +112,40 @@ class DirectConnection(Connection):
         if self.closed:
             return
         queue = self._queue
-        fast = self._fast
-        while queue:
+        if queue:
+            fast = self._fast
             if not fast.writable():
                 return  # resumed by on_writable
-            if len(queue) == 1:
-                fast.write(queue.popleft())
-                self._bytes = 0
-            elif self._bytes <= FLUSH_BYTES:
-                fast.write(b"".join(queue))
+            if self._bytes <= FLUSH_BYTES:  # nearly always: one write of everything
+                fast.write(queue[0] if len(queue) == 1 else b"".join(queue))
                 queue.clear()
                 self._bytes = 0
-            else:
-                chunk = [queue.popleft()]
-                size = len(chunk[0])
-                while queue and size < FLUSH_BYTES:
-                    data = queue.popleft()
-                    chunk.append(data)
-                    size += len(data)
-                self._bytes -= size
-                fast.write(b"".join(chunk))
+            elif not self._write_chunks():
+                return
         if self._closing is not None:
             self.closed = True
             self._fast.on_writable(None)
             task = asyncio.ensure_future(self._link.close(*self._closing))
             _closing_tasks.add(task)
             task.add_done_callback(_forget)
+
+    def _write_chunks(self) -> bool:
+        """Write the queue in chunks of about FLUSH_BYTES for as long as the transport takes
+        them, instead of one copy of the whole queue; True if all of it was written."""
+        queue = self._queue
+        fast = self._fast
+        while queue:
+            if not fast.writable():
+                return False
+            end, size = 0, 0
+            while end < len(queue) and size < FLUSH_BYTES:
+                size += len(queue[end])
+                end += 1
+            fast.write(queue[0] if end == 1 else b"".join(queue[:end]))
+            del queue[:end]
+            self._bytes -= size
+        self._bytes = 0
+        return True
 
     def _begin_close(self) -> None:
         try:

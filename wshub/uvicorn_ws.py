@@ -46,6 +46,7 @@ __all__ = ["WshubWebSocketProtocol"]
 
 log = logging.getLogger("wshub.server")
 
+_OPEN = State.OPEN  # an enum member looked up once: the class attribute costs on every write
 _PONG = b"\x8a"  # FIN + opcode 10: the first byte of every pong websockets writes
 
 
@@ -64,7 +65,7 @@ class _FastPath:
         # The sans-I/O state, not uvicorn's close_sent: uvicorn writes a peer's close reply,
         # the shutdown's 1012 and the keepalive's 1011 without setting it (websockets'
         # broadcast() checks the state the same way).
-        if p.conn.state is State.OPEN and not p.disconnected:
+        if p.conn.state is _OPEN and not p.disconnected:
             p.transport.write(data)
 
     def writable(self) -> bool:
@@ -147,7 +148,7 @@ class WshubWebSocketProtocol(WebSocketsSansIOProtocol):
     def close_now(self, code: int, reason: str, timeout: float) -> None:
         if self.disconnected:
             return
-        if self.conn.state is State.OPEN and not self.transport.is_closing():
+        if self.conn.state is _OPEN and not self.transport.is_closing():
             self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
             self.conn.send_close(code, reason)
             self.transport.write(b"".join(self.conn.data_to_send()))

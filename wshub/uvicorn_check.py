@@ -53,7 +53,7 @@ ATTRIBUTES: Final = (
 """Attributes a fresh instance must have (``transport``, ``client``, ``scope`` and
 ``response`` are set later, by ``connection_made`` and ``handle_connect``)."""
 
-CONN_ATTRIBUTES: Final = ("state", "handshake_exc", "data_to_send", "send_close")
+CONN_ATTRIBUTES: Final = ("state", "close_sent", "handshake_exc", "data_to_send", "send_close")
 """What the subclass uses of the websockets sans-I/O ``ServerProtocol`` in ``conn``."""
 
 

@@ -62,10 +62,12 @@ class _FastPath:
 
     def write(self, data: bytes) -> None:
         p = self._protocol
-        # The sans-I/O state, not uvicorn's close_sent: uvicorn writes a peer's close reply,
-        # the shutdown's 1012 and the keepalive's 1011 without setting it (websockets'
-        # broadcast() checks the state the same way).
-        if p.conn.state is _OPEN and not p.disconnected:
+        # The sans-I/O protocol's record of its close frame, not uvicorn's close_sent: uvicorn
+        # writes a peer's close reply, the shutdown's 1012 and the keepalive's 1011 without
+        # setting its own. (websockets' broadcast() checks ``state is OPEN``, which is the same
+        # thing for a server, since websockets answers a peer's close at once; the state is a
+        # property, and this runs once per connection per tick.)
+        if p.conn.close_sent is None and not p.disconnected:
             p.transport.write(data)
 
     def writable(self) -> bool:

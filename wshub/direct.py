@@ -27,6 +27,9 @@ call while draining: so a burst of large frames to a reader that keeps up never 
 its budget, and a drain never copies the whole queue into the transport at once."""
 
 
+_BURST = FLUSH_AT - 1  # computed once: this is compared on every push
+
+
 class Flusher:
     """Writes the frames direct connections queued during one event-loop tick, at its end.
 
@@ -97,7 +100,7 @@ class DirectConnection(Connection):
                 return
             queue.append(data)
             self._bytes = size
-            if (n < FLUSH_AT - 1 and size < FLUSH_BYTES) or not self._fast.writable():
+            if (n < _BURST and size < FLUSH_BYTES) or not self._fast.writable():
                 if not self._dirty:
                     self._dirty = True
                     self._flusher.mark(self)

@@ -37,6 +37,7 @@ from wshub.hub import Hub
 from wshub.logs import log_config
 from wshub.options import ServeConfig, token_verifier
 from wshub.uvicorn_check import ws_protocol
+from wshub.uvicorn_http import http_protocol
 
 __all__ = ["DrainingServer", "run"]
 
@@ -114,6 +115,8 @@ def uvicorn_config(config: ServeConfig, app: Any) -> uvicorn.Config:
         app,
         host=config.host,
         port=config.port,
+        # Limits on every request before the app sees it: see wshub.uvicorn_http for why.
+        http=http_protocol(config.request_limits()),
         ws=ws_protocol(),
         ws_max_size=settings.hard_frame_bytes,
         # Off: deflate compresses every frame once per subscriber, which defeats encoding once.

@@ -24,6 +24,7 @@ from wshub.auth import TokenVerifier
 from wshub.brokers import SCHEMES, is_shared
 from wshub.config import Settings
 from wshub.redaction import MASK, is_secret, redact_url
+from wshub.uvicorn_http import RequestLimits
 
 __all__ = [
     "ConfigError",
@@ -39,6 +40,7 @@ __all__ = [
 ]
 
 _D: Final = Settings()
+_R: Final = RequestLimits()
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 LOG_FORMATS: Final = ("text", "json")
 
@@ -107,6 +109,27 @@ class ServeConfig:
     presence_ttl: float = setting(
         _D.presence_ttl, "Seconds for a vanished node to leave presence (shared brokers)."
     )
+    request_timeout: float = setting(
+        _R.timeout,
+        "Seconds for an HTTP request (its head and body) to arrive complete; a slower one "
+        "gets 408, a socket that sent nothing is closed.",
+        minimum=0.1,
+    )
+    max_request_line: int = setting(
+        _R.max_line,
+        "Bytes in an HTTP request line (more: 414) and in any one header line (more: 431).",
+        minimum=256,
+    )
+    max_header_bytes: int = setting(
+        _R.max_head, "Bytes of an HTTP request's line and headers together; more: 431.", minimum=256
+    )
+    max_headers: int = setting(_R.max_headers, "Headers in one HTTP request; more: 431.", minimum=1)
+    max_pending_requests: int = setting(
+        _R.max_pending,
+        "Sockets that have not sent a complete request head (at most half the file-descriptor "
+        "limit); beyond it the oldest is closed.",
+        minimum=1,
+    )
     drain_seconds: float = setting(
         10,
         "On SIGTERM/SIGINT, seconds over which clients are closed with 1001, in batches, so "
@@ -143,6 +166,16 @@ class ServeConfig:
     log_format: str = setting(
         "text", "text (readable) or json (one JSON object per line).", choices=LOG_FORMATS
     )
+
+    def request_limits(self) -> RequestLimits:
+        """The limits on every HTTP request, before the application sees it."""
+        return RequestLimits(
+            timeout=self.request_timeout,
+            max_line=self.max_request_line,
+            max_head=self.max_header_bytes,
+            max_headers=self.max_headers,
+            max_pending=self.max_pending_requests,
+        )
 
     def settings(self) -> Settings:
         """The hub's limits, taken from the fields that :class:`Settings` shares."""

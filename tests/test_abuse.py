@@ -176,7 +176,9 @@ async def test_a_flooder_at_ten_times_the_rate_limit_does_not_slow_the_others(
         # The flooder really flooded, and was really limited.
         rate = summary["sent"] / summary["seconds"]
         assert rate > 8 * RATE, summary
-        assert summary["replies"]["rate_limited"] > summary["sent"] // 2, summary
+        # Answered with one rate_limited a second, not one per frame: silence costs nothing.
+        assert 1 <= summary["replies"]["rate_limited"] <= summary["seconds"] + 2, summary
+        assert summary["replies"].get("ack", 0) < summary["sent"] // 2, summary
         # The others saw no errors (checked as they read) and kept their latency.
         assert statistics.median(flooded) <= 2 * statistics.median(normal), (
             f"median latency {statistics.median(normal) * 1e3:.2f} ms normally, "

@@ -77,15 +77,23 @@ async def test_frame_size_limits(make_server: ServerFactory) -> None:
 async def test_rate_limit(make_server: ServerFactory) -> None:
     srv = make_server("--rate-limit", "5")
     async with connect(srv.url) as a:
-        for _ in range(20):
-            await a.send({"type": "ping"})
-        replies = [await a.recv() for _ in range(20)]
-        pongs = [r for r in replies if r["type"] == "pong"]
+        for n in range(20):
+            await a.send({"type": "ping", "id": n})
+        # Rejected frames are answered once a second at most, so probe until the backlog and
+        # its debt are through and a probe gets its pong.
+        replies: list[dict[str, object]] = []
+        for probe in range(20):
+            await a.send({"type": "ping", "id": f"probe{probe}"})
+            with contextlib.suppress(TimeoutError):
+                while replies[-1:] != [{"type": "pong", "id": f"probe{probe}"}]:
+                    replies.append(await a.recv(timeout=1))
+                break
+        assert replies[-1]["type"] == "pong", replies
+        pongs = [r for r in replies if r["type"] == "pong" and isinstance(r.get("id"), int)]
         limited = [r for r in replies if r.get("code") == "rate_limited"]
-        assert 5 <= len(pongs) <= 7
-        assert len(pongs) + len(limited) == 20
-        await asyncio.sleep(2.5)  # the debt of rejected frames is paid back
-        assert (await a.request({"type": "ping"}))["type"] == "pong"
+        assert 5 <= len(pongs) <= 7, replies
+        # Fifteen or so frames rejected; one error a second at most, not one per frame.
+        assert 1 <= len(limited) <= 6, replies
 
 
 async def test_channel_limit(make_server: ServerFactory) -> None:

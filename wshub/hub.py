@@ -125,6 +125,8 @@ class Hub:
         self._flusher = Flusher()
         self.clock: Callable[[], float] = time.monotonic
         """The clock for rate limits; tests replace it."""
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+        """How a rate-limited connection's reader is held back; tests replace it too."""
         self.metrics = HubMetrics()
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -409,6 +411,8 @@ class Hub:
         if conn.closing:  # e.g. its token expired: nothing more is done on its behalf
             return
         if not self._within_rate(conn):
+            if conn.rate is not None and not conn.closing:
+                await self.sleep(conn.rate.pause)  # hold the flooder back: see RateLimiter
             return
         limit = self.settings.max_frame_bytes
         # A str of n code points is n to 4n bytes of UTF-8: encode only when it matters.
@@ -463,7 +467,7 @@ class Hub:
             return True
         if rate.abusive(now):
             conn.close(protocol.CloseCode.POLICY_VIOLATION, "rate limit exceeded repeatedly")
-        else:
+        elif rate.warn(now):  # then silence until the next interval
             self._error(conn, ErrorCode.RATE_LIMITED, "rate limit exceeded")
         return False
 

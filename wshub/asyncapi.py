@@ -18,7 +18,7 @@ import msgspec
 
 from wshub import __version__, protocol
 
-__all__ = ["REPLIES", "document"]
+__all__ = ["REPLIES", "document", "served_host"]
 
 REPLIES: Final[dict[type[msgspec.Struct], type[msgspec.Struct]]] = {
     protocol.Join: protocol.Joined,
@@ -157,6 +157,20 @@ def _body() -> dict[str, Any]:
             "schemas": _components(),
         },
     }
+
+
+def served_host(server: tuple[str, int | None] | list[Any] | None) -> str:
+    """``host:port`` of the socket a request arrived on (ASGI ``scope["server"]``).
+
+    Never the request's ``Host`` header: a client chooses that, and a document naming the
+    client's choice could point other readers (through a cache) at any server.
+    """
+    if not server:
+        return "127.0.0.1:8000"
+    host, port = str(server[0]), server[1]
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    return host if port is None else f"{host}:{port}"
 
 
 def document(host: str = "127.0.0.1:8000", secure: bool = False) -> dict[str, Any]:

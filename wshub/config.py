@@ -12,7 +12,14 @@ __all__ = ["MIB", "Settings"]
 
 MIB = 1024 * 1024
 
-_AT_LEAST_ONE = ("max_frame_bytes", "queue_size", "queue_bytes", "max_channels", "history_size")
+_AT_LEAST_ONE = (
+    "max_frame_bytes",
+    "queue_size",
+    "queue_bytes",
+    "max_channels",
+    "history_size",
+    "max_meta_bytes",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +36,11 @@ class Settings:
     """Frames per second per connection; 0 means no limit."""
     max_channels: int = 128
     """Channels one connection may join at once."""
+    unjoined_read_rate: float = 2
+    """``history`` and ``presence`` requests per second, in bursts of ``max_channels``, for
+    channels a connection has not joined; 0 means no limit."""
+    max_meta_bytes: int = 1024
+    """Bytes of presence ``meta`` in one ``join``."""
     queue_size: int = 1024
     """Frames waiting to be written to one connection; overflowing it closes with 4008."""
     queue_bytes: int = MIB

@@ -29,12 +29,14 @@ from wshub.config import Settings
 from wshub.connection import AsgiConnection, Connection, Link
 from wshub.direct import DirectConnection, Flusher
 from wshub.frame import Frame
+from wshub.history import history_frame
 from wshub.hooks import Authorize, HookRefusal, OnConnect, OnDisconnect, OnPublish
 from wshub.metrics import HubMetrics
 from wshub.permissions import Permissions
 from wshub.protocol import ErrorCode, FrameError
 from wshub.publication import Publication
 from wshub.ratelimit import RateLimiter
+from wshub.read_budget import ReadBudget
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
@@ -128,6 +130,9 @@ class Hub:
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         """How a rate-limited connection's reader is held back; tests replace it too."""
         self.metrics = HubMetrics()
+        self._reads = ReadBudget(
+            self.settings.unjoined_read_rate, self.settings.max_channels, lambda: self.clock()
+        )
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -354,6 +359,7 @@ class Hub:
         """
         if self._attached.pop(conn, 0) == 0:
             return
+        self._reads.forget(conn)
         self.metrics.connection_closed()
         by_server = conn.close_code is not None
         close = conn.close_code if by_server else code
@@ -485,7 +491,7 @@ class Hub:
                 await self._send_direct(frame.to, frame.data, conn.user)
                 conn.push(protocol.encode(protocol.Ack(id=fid)))
             case protocol.PresenceRequest():
-                await self._check(conn, "join", frame.channel, frame)
+                await self._check_read(conn, frame)
                 members = await self.broker.presence(frame.channel)
                 reply = protocol.Presence(
                     channel=frame.channel,
@@ -494,17 +500,11 @@ class Hub:
                 )
                 conn.push(protocol.encode(reply))
             case protocol.HistoryRequest():
-                await self._check(conn, "join", frame.channel, frame)
+                await self._check_read(conn, frame)
                 since = frame.since
                 offset, epoch = (None, None) if since is UNSET else (since.offset, since.epoch)
                 epoch, pubs = await self.broker.history(frame.channel, offset, epoch, frame.limit)
-                history = protocol.History(
-                    channel=frame.channel,
-                    epoch=epoch,
-                    messages=[Raw(p.frame.text) for p in pubs],
-                    id=fid,
-                )
-                conn.push(protocol.encode(history))
+                conn.push(history_frame(frame.channel, epoch, pubs, protocol.frame_id(frame)))
             case protocol.Ping():
                 conn.push(protocol.encode(protocol.Pong(id=fid)))
 
@@ -515,6 +515,18 @@ class Hub:
             raise FrameError(
                 ErrorCode.FORBIDDEN,
                 f"no permission to {action} {channel!r}",
+                protocol.frame_id(frame),
+            )
+
+    async def _check_read(
+        self, conn: Connection, frame: protocol.PresenceRequest | protocol.HistoryRequest
+    ) -> None:
+        await self._check(conn, "join", frame.channel, frame)
+        if not self._reads.charge(conn, frame.channel):
+            raise FrameError(
+                ErrorCode.LIMIT,
+                "too many history/presence requests for channels not joined: join the "
+                "channel, or slow down",
                 protocol.frame_id(frame),
             )
 
@@ -554,6 +566,10 @@ class Hub:
         fid = protocol.frame_id(frame)
         await self._check(conn, "join", channel, frame)
         meta = b"null" if frame.meta is UNSET else bytes(frame.meta)
+        if len(meta) > self.settings.max_meta_bytes:
+            raise FrameError(
+                ErrorCode.TOO_LARGE, f'"meta" over {self.settings.max_meta_bytes} bytes', fid
+            )
         since = frame.since
         offset, epoch = (None, None) if since is UNSET else (since.offset, since.epoch)
         if channel in conn.channels:
@@ -598,7 +614,7 @@ class Hub:
         ch.learn_position(rec.offset, rec.epoch)
         conn.push(self._joined(channel, rec.offset, rec.epoch, rec.recovered, fid))
         for pub in rec.publications:
-            conn.push_frame(pub.frame)
+            conn.push(pub.text())  # not pub.frame: a cache would live as long as the history
         start = rec.offset
         for item in pending.buffer:
             if isinstance(item, Publication):

@@ -93,6 +93,14 @@ class ServeConfig:
     )
     rate_limit: float = setting(_D.rate_limit, "Frames per second per connection (0: no limit).")
     max_channels: int = setting(_D.max_channels, "Channels one connection may join.")
+    unjoined_read_rate: float = setting(
+        _D.unjoined_read_rate,
+        "history/presence requests per second (bursts of --max-channels) for channels a "
+        "connection has not joined; more get 'limit' (0: no limit).",
+    )
+    max_meta_bytes: int = setting(
+        _D.max_meta_bytes, "Bytes of presence meta in one join; more get 'too_large'."
+    )
     queue_size: int = setting(
         _D.queue_size, "Outbound frames queued per connection; overflow closes it (4008)."
     )

@@ -35,19 +35,26 @@ class Publication:
     def frame(self) -> Frame:
         frame = self._frame
         if frame is None:
-            frame = self._frame = Frame(
-                protocol.encode(
-                    protocol.Message(
-                        channel=self.channel,
-                        offset=self.offset,
-                        epoch=self.epoch,
-                        from_=self.sender,
-                        data=Raw(self.data),
-                        ts=self.ts,
-                    )
-                )
-            )
+            frame = self._frame = Frame(self._encode())
         return frame
+
+    def text(self) -> str:
+        """The ``message`` frame's text, encoded now unless already cached, and not kept: for
+        one reader (a history page, a recovery), whose copy must not live as long as the
+        history it was read from."""
+        return self._frame.text if self._frame is not None else self._encode()
+
+    def _encode(self) -> str:
+        return protocol.encode(
+            protocol.Message(
+                channel=self.channel,
+                offset=self.offset,
+                epoch=self.epoch,
+                from_=self.sender,
+                data=Raw(self.data),
+                ts=self.ts,
+            )
+        )
 
     def __repr__(self) -> str:
         return f"Publication({self.channel!r}, offset={self.offset}, epoch={self.epoch!r})"

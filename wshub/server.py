@@ -303,8 +303,8 @@ def create_app(
     @app.get("/asyncapi.json", tags=["protocol"])
     async def asyncapi_document(request: Request) -> JSONResponse:
         """The AsyncAPI 3.0 document of the WebSocket protocol at `/ws`."""
-        host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
-        return JSONResponse(asyncapi.document(host, secure=request.url.scheme == "https"))
+        host = asyncapi.served_host(request.scope.get("server"))  # never the Host header
+        return JSONResponse(asyncapi.document(host, secure=request.scope["scheme"] == "https"))
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> JSONResponse:

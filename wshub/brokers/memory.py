@@ -11,7 +11,7 @@ import contextlib
 import time
 
 from wshub.brokers.base import BrokerSink, Member
-from wshub.history import ChannelLog, Recovery
+from wshub.history import ChannelLogs, Recovery
 from wshub.presence import PresenceTable
 from wshub.publication import Publication
 
@@ -34,7 +34,7 @@ class MemoryBroker:
         self.history_size = history_size
         self.history_ttl = history_ttl
         self.keep_position = max(keep_position, history_ttl)
-        self._logs: dict[str, ChannelLog] = {}
+        self._logs = ChannelLogs(history_size, history_ttl, self.keep_position)
         self._presence = PresenceTable()
         self._subscribed: set[str] = set()
         self._sink: BrokerSink | None = None
@@ -63,20 +63,18 @@ class MemoryBroker:
         self._subscribed.discard(channel)
 
     async def publish(self, channel: str, data: bytes, sender: str | None) -> Publication:
-        log = self._log(channel)
-        pub = log.append(channel, data, sender, int(time.time() * 1000), time.monotonic())
+        pub = self._logs.append(channel, data, sender, int(time.time() * 1000), time.monotonic())
         if channel in self._subscribed and self._sink is not None:
             self._sink.deliver(pub)
         return pub
 
     async def recover(self, channel: str, offset: int | None, epoch: str | None) -> Recovery:
-        return self._log(channel).recover(offset, epoch, time.monotonic())
+        return self._logs.recover(channel, offset, epoch, time.monotonic())
 
     async def history(
         self, channel: str, offset: int | None, epoch: str | None, limit: int
     ) -> tuple[str, list[Publication]]:
-        log = self._log(channel)
-        return log.epoch, log.page(offset, epoch, limit, time.monotonic())
+        return self._logs.page(channel, offset, epoch, limit, time.monotonic())
 
     async def watch(self, user: str) -> None:
         pass  # one node: every direct message is delivered here anyway
@@ -117,23 +115,9 @@ class MemoryBroker:
     async def cluster_stats(self) -> list[bytes]:
         return [self._stats] if self._stats else []
 
-    def _log(self, channel: str) -> ChannelLog:
-        log = self._logs.get(channel)
-        if log is None:
-            log = self._logs[channel] = ChannelLog(self.history_size, self.history_ttl)
-            log.last_active = time.monotonic()
-        return log
-
     def sweep(self, now: float) -> int:
         """Forget quiet channels nobody is subscribed to; returns how many were forgotten."""
-        idle = [
-            name
-            for name, log in self._logs.items()
-            if name not in self._subscribed and log.idle(now, self.keep_position)
-        ]
-        for name in idle:
-            del self._logs[name]
-        return len(idle)
+        return self._logs.sweep(now, self._subscribed)
 
     async def _sweep_forever(self) -> None:
         while True:

@@ -7,7 +7,7 @@ HOST    ?= 127.0.0.1
 PORT    ?= 8000
 JS_CLIENT := tests/js/client
 
-.PHONY: serve test check lint format typecheck pytest system-deps screenshots bench soak clean
+.PHONY: serve test check lint format typecheck pytest system-deps screenshots bench soak abuse clean
 
 serve: $(STAMP)
 	$(VENV)/bin/wshub serve --host $(HOST) --port $(PORT)
@@ -60,6 +60,11 @@ screenshots: $(STAMP) system-deps
 # Not part of `make test`. SOAK_ARGS="--minutes 1 --clients 300" for a quick check.
 soak: $(STAMP) system-deps
 	$(PY) scripts/soak.py $(SOAK_ARGS)
+
+# Issue 11's abuse scenarios against a real node: RSS and neighbours' latency before, during
+# and after each (about 3 minutes; not part of `make test`). ABUSE_ARGS="--only flood".
+abuse: $(STAMP)
+	$(PY) -m benchmarks.abuse $(ABUSE_ARGS)
 
 clean:
 	rm -rf $(VENV) $(NODE_WS)/node_modules $(JS_CLIENT)/node_modules $(JS_CLIENT)/out .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -491,7 +491,8 @@ class Hub:
                 await self._send_direct(frame.to, frame.data, conn.user)
                 conn.push(protocol.encode(protocol.Ack(id=fid)))
             case protocol.PresenceRequest():
-                await self._check_read(conn, frame)
+                await self._check(conn, "join", frame.channel, frame)
+                self._reads.charge(conn, frame)
                 members = await self.broker.presence(frame.channel)
                 reply = protocol.Presence(
                     channel=frame.channel,
@@ -500,7 +501,8 @@ class Hub:
                 )
                 conn.push(protocol.encode(reply))
             case protocol.HistoryRequest():
-                await self._check_read(conn, frame)
+                await self._check(conn, "join", frame.channel, frame)
+                self._reads.charge(conn, frame)
                 since = frame.since
                 offset, epoch = (None, None) if since is UNSET else (since.offset, since.epoch)
                 epoch, pubs = await self.broker.history(frame.channel, offset, epoch, frame.limit)
@@ -515,18 +517,6 @@ class Hub:
             raise FrameError(
                 ErrorCode.FORBIDDEN,
                 f"no permission to {action} {channel!r}",
-                protocol.frame_id(frame),
-            )
-
-    async def _check_read(
-        self, conn: Connection, frame: protocol.PresenceRequest | protocol.HistoryRequest
-    ) -> None:
-        await self._check(conn, "join", frame.channel, frame)
-        if not self._reads.charge(conn, frame.channel):
-            raise FrameError(
-                ErrorCode.LIMIT,
-                "too many history/presence requests for channels not joined: join the "
-                "channel, or slow down",
                 protocol.frame_id(frame),
             )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from wshub.connection import Connection
+from wshub.protocol import ErrorCode, FrameError, HistoryRequest, PresenceRequest, frame_id
 from wshub.ratelimit import RateLimiter
 
 __all__ = ["ReadBudget"]
@@ -28,15 +29,21 @@ class ReadBudget:
         self._clock = clock
         self._buckets: dict[Connection, RateLimiter] = {}
 
-    def charge(self, conn: Connection, channel: str) -> bool:
-        """Whether ``conn`` may read ``channel`` now; a read of a joined channel is free."""
-        if self._rate <= 0 or channel in conn.channels:
-            return True
+    def charge(self, conn: Connection, frame: HistoryRequest | PresenceRequest) -> None:
+        """Count a read; FrameError ``limit`` when over budget. Joined channels are free."""
+        if self._rate <= 0 or frame.channel in conn.channels:
+            return
         now = self._clock()
         bucket = self._buckets.get(conn)
         if bucket is None:
             bucket = self._buckets[conn] = RateLimiter(self._rate, now, burst=self._burst)
-        return bucket.allow(now)
+        if not bucket.allow(now):
+            raise FrameError(
+                ErrorCode.LIMIT,
+                "too many history/presence requests for channels not joined: join the "
+                "channel, or slow down",
+                frame_id(frame),
+            )
 
     def forget(self, conn: Connection) -> None:
         """The connection is gone: its bucket goes with it."""

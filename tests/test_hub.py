@@ -280,6 +280,38 @@ async def test_pending_join_buffers_live_deliveries() -> None:
     await hub.stop()
 
 
+async def test_a_join_that_holds_back_more_than_its_queue_is_a_slow_consumer() -> None:
+    """Deliveries held aside for a join in progress are bounded by the queue size: a join
+    that takes longer than that drops its connection (4008) and keeps nothing."""
+
+    class SlowRecover(MemoryBroker):
+        gate = asyncio.Event()
+
+        async def recover(self, channel: str, offset: int | None, epoch: str | None) -> Any:
+            rec = await super().recover(channel, offset, epoch)
+            await self.gate.wait()
+            return rec
+
+    broker = SlowRecover()
+    hub = Hub(broker, Settings(queue_size=8))
+    await hub.start()
+    a = Peer(hub, "a")
+    join = asyncio.ensure_future(hub.handle_text(a.conn, '{"type":"join","channel":"c"}'))
+    await settle()
+    for n in range(8):
+        await hub.publish("c", n)
+    assert not a.conn.closed  # eight held aside: as many as its queue holds
+    await hub.publish("c", 8)
+    assert a.link.dropped == (4008, "slow consumer")
+    assert hub._channels["c"].pending == {}
+    broker.gate.set()
+    await join  # completes without error, and delivers nothing to the dropped connection
+    assert a.link.sent == []
+    await hub.disconnect(a.conn)
+    assert "c" not in hub._channels
+    await hub.stop()
+
+
 async def test_admission_is_counted_per_node_and_user() -> None:
     hub = Hub(settings=Settings(max_connections=3, max_connections_per_user=2))
     assert hub.admit("a") is None

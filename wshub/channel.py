@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from wshub.connection import Connection
 from wshub.frame import Frame
+from wshub.protocol import CloseCode
 from wshub.publication import Publication
 
 __all__ = ["Gap", "LocalChannel", "PendingJoin"]
@@ -54,6 +55,7 @@ class LocalChannel:
     __slots__ = (
         "epoch",
         "held",
+        "held_back",
         "last_offset",
         "live",
         "name",
@@ -63,9 +65,15 @@ class LocalChannel:
     )
 
     def __init__(
-        self, name: str, on_fan_out: Callable[[Publication, int], None] | None = None
+        self,
+        name: str,
+        on_fan_out: Callable[[Publication, int], None] | None = None,
+        held_back: int = 1024,
     ) -> None:
         self.name = name
+        self.held_back = held_back
+        """The most a join in progress may have held aside: its queue's size, since the
+        joiner would overflow that anyway once they are pushed."""
         self.on_fan_out = on_fan_out
         """Told each publication and how many subscribers it was pushed to (for metrics)."""
         self.live: dict[Connection, None] = {}
@@ -160,7 +168,7 @@ class LocalChannel:
         pushed = 0
         for conn, pending in list(self.pending.items()):
             if not pending.ready:
-                pending.buffer.append(pub)
+                self._hold_aside(conn, pending, pub)
                 continue
             if pub.epoch != pending.epoch:
                 continue
@@ -177,9 +185,20 @@ class LocalChannel:
         for conn in self.live:
             if conn.user != exclude_user:
                 conn.push_frame(frame)
-        for conn, pending in self.pending.items():
+        for conn, pending in list(self.pending.items()):
             if pending.ready:
                 if conn.user != exclude_user:
                     conn.push_frame(frame)
             else:
-                pending.buffer.append((text, exclude_user))
+                self._hold_aside(conn, pending, (text, exclude_user))
+
+    def _hold_aside(
+        self, conn: Connection, pending: PendingJoin, item: Publication | tuple[str, str | None]
+    ) -> None:
+        if len(pending.buffer) < self.held_back:
+            pending.buffer.append(item)
+            return
+        # A joiner whose join takes longer than its queue can hold: a slow consumer.
+        del self.pending[conn]
+        pending.buffer.clear()
+        conn.drop(CloseCode.SLOW_CONSUMER, "slow consumer")

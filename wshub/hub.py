@@ -614,10 +614,12 @@ class Hub:
             elif item[1] != conn.user:
                 conn.push(item[0])
         pending.buffer.clear()
+        if ch.pending.pop(conn, None) is None:
+            return  # held back more than its queue holds: dropped as a slow consumer
         if ch.caught_up(start, rec.epoch):
-            del ch.pending[conn]
             ch.live[conn] = None
         else:  # deliveries up to ``start`` are still on their way to this node
+            ch.pending[conn] = pending
             pending.ready = True
             pending.start = start
             pending.epoch = rec.epoch
@@ -648,7 +650,9 @@ class Hub:
         ch = self._channels.get(channel)
         if ch is not None:
             return ch, False
-        ch = self._channels[channel] = LocalChannel(channel, self._fanned_out)
+        ch = self._channels[channel] = LocalChannel(
+            channel, self._fanned_out, self.settings.queue_size
+        )
         return ch, True
 
     async def _subscribe(self, ch: LocalChannel) -> None:

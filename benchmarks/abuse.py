@@ -309,7 +309,7 @@ async def _pipelined(port: int, frames: list[str], seconds: float) -> dict[str, 
             for text in batch:
                 await ws.send(text)
             for _ in batch:
-                frame = json.loads(await ws.recv())
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
                 counts[frame.get("code") or frame["type"]] += 1
     return {"replies": dict(counts), "seconds": round(time.monotonic() - started, 1)}
 
@@ -433,7 +433,7 @@ def show(r: dict[str, Any]) -> None:
             f"   {label:>6}: neighbours' ping p50 {p['p50_ms']} ms, p99 {p['p99_ms']} ms; "
             f"/healthz ok {p['healthz_ok']}, failed {p['healthz_failed']}"
         )
-    print(f"   attacker: {json.dumps(r['attack'])}")
+    print(f"   attacker: {json.dumps(r['attack'])}", flush=True)
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -441,11 +441,17 @@ async def main_async(args: argparse.Namespace) -> None:
         print(json.dumps(await ATTACKS[args.attack](args.port, args.seconds)), flush=True)
         return
     only = set(args.only.split(",")) if args.only else None
+    source = Path(args.source)
     results = []
-    print(f"wshub abuse scenarios, node from {args.source}")
+    print(f"wshub abuse scenarios, node from {args.source}", flush=True)
     for scenario in SCENARIOS:
         if only is None or scenario.name in only:
-            results.append(await run_scenario(Path(args.source), scenario))
+            try:
+                limit = scenario.during + 120
+                results.append(await asyncio.wait_for(run_scenario(source, scenario), limit))
+            except TimeoutError:
+                print(f"\n== {scenario.name}: did not finish in time", flush=True)
+                continue
             show(results[-1])
     if args.json:
         text = json.dumps(results, indent=2) + "\n"

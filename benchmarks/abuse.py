@@ -16,9 +16,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
 import resource
+import signal
 import socket
 import statistics
 import subprocess
@@ -36,6 +38,7 @@ import websockets
 ROOT = Path(__file__).resolve().parent.parent
 MB = 2**20
 NEIGHBOURS = 20
+PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -79,6 +82,8 @@ def start_node(source: Path, port: int, scenario: Scenario) -> subprocess.Popen[
     limit = scenario.nofile
 
     def lower_limit() -> None:
+        # The node dies with this script, even when a time limit kills the script.
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         if limit is not None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
@@ -377,24 +382,18 @@ async def run_scenario(source: Path, scenario: Scenario) -> dict[str, Any]:
         await asyncio.sleep(3)
         before = summary(neighbours.next_phase())
         rss_before = rss(node.pid)
-        attacker = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "benchmarks.abuse",
-            "--attack",
-            scenario.name,
-            "--port",
-            str(port),
-            "--seconds",
-            str(scenario.during),
-            cwd=ROOT,
-            stdout=asyncio.subprocess.PIPE,
-        )
+        command = [sys.executable, "-m", "benchmarks.abuse", "--attack", scenario.name]
+        command += ["--port", str(port), "--seconds", str(scenario.during)]
         try:
-            out, _ = await asyncio.wait_for(attacker.communicate(), scenario.during + 60)
-            result = json.loads(out or b"{}")
-        except TimeoutError:
-            attacker.kill()
+            done = await asyncio.to_thread(
+                subprocess.run,
+                command,
+                cwd=ROOT,
+                capture_output=True,
+                timeout=scenario.during + 60,
+            )
+            result = json.loads(done.stdout or b"{}")
+        except subprocess.TimeoutExpired:
             result = {"attack": "did not finish in time"}
         during = summary(neighbours.next_phase())
         await asyncio.sleep(3)  # the node settles

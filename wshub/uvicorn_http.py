@@ -16,10 +16,11 @@ the same 400 and has no timeout either. So this protocol counts a head's bytes *
 parser buffers them, checks the request line, each header and their number as they are
 parsed, gives each request :attr:`RequestLimits.timeout` seconds to arrive complete, and keeps
 at most :attr:`RequestLimits.max_pending` sockets that have not sent a complete request head,
-closing the oldest when a new one comes (an attacker's sockets are always the oldest: a real
-client sends its request as soon as it connects). Each refusal is answered (414, 431, 400,
+closing the oldest when a new one comes (a real client sends its request as soon as it
+connects, so the oldest are usually an attacker's). Each refusal is answered (414, 431, 400,
 408) with ``Connection: close``; then the socket stops writing, discards what still comes for
-at most :data:`LINGER_SECONDS` (so the client reads the answer instead of a reset) and closes.
+at most :data:`LINGER_SECONDS` and :data:`LINGER_BYTES` (so that a client reads the answer
+instead of a reset) and closes.
 """
 
 from __future__ import annotations
@@ -33,12 +34,22 @@ from typing import Any, ClassVar
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-__all__ = ["LINGER_SECONDS", "LimitedHttpProtocol", "RequestLimits", "http_protocol"]
+__all__ = [
+    "LINGER_BYTES",
+    "LINGER_SECONDS",
+    "LimitedHttpProtocol",
+    "RequestLimits",
+    "http_protocol",
+]
 
 log = logging.getLogger("wshub.http")
 
 LINGER_SECONDS = 1.0
 """How long a refused socket keeps reading (and discarding) before it closes."""
+
+LINGER_BYTES = 65536
+"""How much a refused socket discards before it gives up on the client reading its answer
+and resets the connection: a client that keeps streaming a refused request is not served."""
 
 _HEAD_END = b"\r\n\r\n"
 
@@ -97,6 +108,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._refusal: tuple[int, str] | None = None
         self._refused = False
+        self._discarded = 0
 
     # --- the socket's life ----------------------------------------------------------------
 
@@ -110,8 +122,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._refused:
-            return  # lingering after a refusal: the answer is written, the rest is discarded
+        if self._refused:  # lingering after a refusal: the answer is written, the rest discarded
+            self._discarded += len(data)
+            if self._discarded > LINGER_BYTES:
+                self.transport.abort()
+            return
         self._unset_keepalive_if_required()
         self._partial = True
         if not self._in_head:

@@ -101,7 +101,10 @@ async def test_history_holds_each_message_once_not_its_encoded_frames(
     """Before, a history read cached every message's encoded text on the message kept in
     history, and a fan-out its text and wire bytes: up to three times the data, for as long
     as the history lasts."""
-    srv = make_server("--history-size", "1000", "--history-ttl", "600")
+    # A byte budget big enough for one reply of the whole history (48 MB).
+    srv = make_server(
+        "--history-size", "1000", "--history-ttl", "600", "--queue-bytes", "100000000"
+    )
     payload = "x" * 60_000
     count = 800
     data = count * len(json.dumps(payload))

@@ -43,12 +43,15 @@ class FakeTransport(asyncio.Transport):
         self.aborted = asyncio.Event()
         self.fail: Exception | None = None
         """Raised by ``write`` when set: a transport that breaks."""
+        self.eof_written = False
 
     # --- the transport -------------------------------------------------------------------
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self.fail is not None:
             raise self.fail
+        if self.eof_written:
+            raise RuntimeError("Cannot call write() after write_eof()")  # as asyncio's
         if self.lost or not data:
             return
         self.buffer += data
@@ -57,6 +60,12 @@ class FakeTransport(asyncio.Transport):
         elif not self.paused and len(self.buffer) > HIGH_WATER:
             self.paused = True
             self.protocol.pause_writing()
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof_written = True
 
     def get_write_buffer_size(self) -> int:
         return len(self.buffer)

@@ -28,6 +28,7 @@ METHODS: Final = (
     "handle_connect",
     "handle_ping",
     "handle_close",
+    "handle_parser_exception",
     "keepalive_timeout",
     "send",
     "shutdown",

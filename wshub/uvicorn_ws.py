@@ -20,6 +20,13 @@ cut such a peer off. This class adds:
 - pongs that count: each ping asks the connection's rate limiter, and while the transport is
   full the connection stops reading, so a client that sends pings and never reads cannot
   grow the node;
+- a close that arrives: when the parser fails the connection (a frame over the hard cap:
+  1009; invalid UTF-8: 1007; a protocol error: 1002), uvicorn closes the socket right after
+  the close frame, while the peer may still be sending the rest of its frame. Closing a
+  socket with unread data makes the kernel send RST, which can destroy the close frame
+  before the peer reads it: the peer sees 1006 and reconnects instead of stopping. So, as RFC
+  6455 7.1.1 asks, the close frame is followed by a half-close (FIN), and what the peer still
+  sends is read and thrown away until its own FIN, or the close timeout (then an abort);
 - refused handshakes that are refused: a request the WebSocket parser rejects (request line
   or header over 8 KiB, more than 128 headers, a body, another method) gets its 4xx response
   and the socket is closed at once, instead of both being left to the peer;
@@ -84,10 +91,14 @@ class WshubWebSocketProtocol(WebSocketsSansIOProtocol):
     fast_path: _FastPath | None = None
     _reading_held = False
     """Reading stopped by this class while pongs wait on a full transport."""
+    _discarding = False
+    """The parser failed the connection: what the peer still sends is read and dropped."""
 
     # --- the handshake ---------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if self._discarding:
+            return  # read, so that the socket closes without unread data (no RST)
         super().data_received(data)
         if not self.handshake_initiated and self.conn.handshake_exc is not None:
             self._refuse_unparsable()
@@ -160,6 +171,25 @@ class WshubWebSocketProtocol(WebSocketsSansIOProtocol):
                 self.transport.resume_reading()
         # Whoever wrote the close frame, the peer has ``timeout`` to complete the close.
         self._abort_in(timeout)
+
+    def handle_parser_exception(self) -> None:
+        """Fail the connection as websockets asks: the close frame, then EOF, then read the
+        peer's remaining bytes until its own EOF (``eof_received`` closes the transport)."""
+        close = self.conn.close_sent
+        assert close is not None  # fail() sent it (or an earlier close did)
+        self.queue.put_nowait(
+            {"type": "websocket.disconnect", "code": close.code, "reason": close.reason}
+        )
+        self.close_sent = self._discarding = True
+        transport = self.transport
+        # The output is the close frame and b"", websockets' mark for "half-close now".
+        transport.write(b"".join(self.conn.data_to_send()))
+        if transport.can_write_eof():  # not over TLS: then the timeout ends it
+            transport.write_eof()
+        if self.read_paused or self._reading_held:
+            self.read_paused = self._reading_held = False
+            transport.resume_reading()
+        self._abort_in(self.close_timeout)
 
     def _abort_in(self, timeout: float) -> None:
         if self.close_timer is not None:

@@ -172,11 +172,29 @@ def _median(rows: list[Row], key: str) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def write_report(results: dict[str, list[Row]], args: argparse.Namespace, md: Path) -> None:
-    names = [c.name for c in CONTENDERS if c.name in results]
+def medians(rows: list[Row]) -> dict[str, float]:
+    """The median over rounds of every measured number in ``rows``.
+
+    A row also carries what is not a measurement: flags (``generator_saturated``, counted
+    separately) and lists (``generator_reasons``), which have no median, and with an even
+    number of rounds would make ``statistics.median`` add two lists and divide by 2.
+    """
+    keys = dict.fromkeys(k for r in rows for k in r)
+    numeric = [
+        k
+        for k in keys
+        if all(isinstance(r[k], int | float) and not isinstance(r[k], bool) for r in rows if k in r)
+    ]
+    return {k: _median(rows, k) for k in numeric}
+
+
+def report_table(results: dict[str, list[Row]], args: argparse.Namespace) -> str:
+    """The Markdown table of medians, one line per contender, in the contenders' order."""
+    names = [c.name for c in CONTENDERS if results.get(c.name)]
     labels = {c.name: c.label for c in CONTENDERS}
-    med = {n: {k: _median(results[n], k) for k in results[n][0]} for n in names}
-    node = med.get("node-ws", {}).get("deliveries_per_cpu_s", float("nan"))
+    nan = float("nan")
+    med = {n: medians(results[n]) for n in names}
+    node = med.get("node-ws", {}).get("deliveries_per_cpu_s", nan)
     idle = [int(x) for x in args.idle.split(",")] if args.idle else []
     head = [
         "server",
@@ -194,16 +212,23 @@ def write_report(results: dict[str, list[Row]], args: argparse.Namespace, md: Pa
         sat = sum(bool(r.get("generator_saturated")) for r in results[n])
         cells = [
             labels[n],
-            f"{m['deliveries_per_cpu_s']:,.0f}",
-            f"{m['deliveries_per_cpu_s'] / node:.2f}x",
-            f"{m['delivered_per_s']:,.0f}",
-            f"{m['p50_ms']:.2f}",
-            f"{m['p99_ms']:.2f}",
-            *[f"{m.get(f'idle_kb_{k}', float('nan')):.1f}" for k in idle],
+            f"{m.get('deliveries_per_cpu_s', nan):,.0f}",
+            f"{m.get('deliveries_per_cpu_s', nan) / node:.2f}x",
+            f"{m.get('delivered_per_s', nan):,.0f}",
+            f"{m.get('p50_ms', nan):.2f}",
+            f"{m.get('p99_ms', nan):.2f}",
+            *[f"{m.get(f'idle_kb_{k}', nan):.1f}" for k in idle],
             f"{sat}/{len(results[n])}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    table = "\n".join(lines)
+    return "\n".join(lines)
+
+
+def write_report(
+    results: dict[str, list[Row]], args: argparse.Namespace, md: Path, machine: str = ""
+) -> None:
+    """Replace the results block of ``md`` (or append one); ``machine`` defaults to this one."""
+    table = report_table(results, args)
     command = (
         "make bench" if args.make else " ".join(["python -m benchmarks.compare", *sys.argv[1:]])
     )
@@ -211,7 +236,7 @@ def write_report(results: dict[str, list[Row]], args: argparse.Namespace, md: Pa
     start, end = "<!-- results:start -->", "<!-- results:end -->"
     block = (
         f"{start}\n"
-        f"Measured {time.strftime('%Y-%m-%d')} on {_machine()}. "
+        f"Measured {time.strftime('%Y-%m-%d')} on {machine or _machine()}. "
         f"Medians of {args.rounds} rounds; {args.duration:g} s per measurement; "
         f"{args.rate:g} publications/s x {args.receivers} receivers = "
         f"{args.rate * args.receivers:,.0f} deliveries/s for latency.\n\n"

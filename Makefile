@@ -1,43 +1,111 @@
-# wshub: `make serve` runs a node, `make test` runs every check. Both install what they need.
+# wshub: `make serve` runs a node, `make test` runs every check. Both install what they need,
+# at the versions in the lock files (requirements/*.txt, `make lock`; docs/development.md).
 VENV    ?= .venv
 PYTHON  ?= python3
 PY      := $(VENV)/bin/python
-STAMP   := $(VENV)/.installed-dev
+PIP     := $(PY) -m pip
 HOST    ?= 127.0.0.1
 PORT    ?= 8000
+
+RUNTIME_LOCK := requirements/runtime.txt
+DEV_LOCK     := requirements/dev.txt
+LOWEST_LOCK  := requirements/lowest.txt
+RUNTIME      := $(VENV)/.installed-runtime
+STAMP        := $(VENV)/.installed-dev
+
+# The fast path against the lowest dependencies pyproject.toml allows (uvicorn's internals
+# above all): a second venv from the `lowest` lock, running the tests of the transport.
+LOW_VENV  := .venv-lowest
+LOW_PY    := $(LOW_VENV)/bin/python
+LOW_STAMP := $(LOW_VENV)/.installed
+LOW_TESTS := tests/test_fast_path.py tests/test_delivery.py tests/test_ws_protocol.py \
+	$(wildcard tests/test_uvicorn*.py tests/test_transport*.py)
+
+# `make lock` resolves with uv from its own venv, so it works even while the locks are stale or
+# in conflict after a merge. LOCK_ARGS=--upgrade moves every pin to the newest allowed release.
+UV_VERSION := 0.13.9
+TOOLS      := .venv-tools
+UV         := $(TOOLS)/bin/uv
+COMPILE     = $(UV) pip compile pyproject.toml --universal --python-version 3.11 \
+	--generate-hashes --quiet $(LOCK_ARGS)
+
+SOURCES := wshub tests benchmarks examples
 JS_CLIENT := tests/js/client
 
-.PHONY: serve test check lint format typecheck pytest system-deps screenshots bench soak abuse clean
+.PHONY: serve test test-fast test-lowest lint typecheck lock format system-deps screenshots \
+	bench soak abuse clean
 
-serve: $(STAMP)
+serve: $(RUNTIME)
 	$(VENV)/bin/wshub serve --host $(HOST) --port $(PORT)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+# Only what the lock names, with its hashes; then wshub itself, which brings nothing more.
+# `pip check` fails when pyproject.toml asks for something the lock lacks (run `make lock`).
+$(RUNTIME): $(RUNTIME_LOCK) pyproject.toml | $(PY)
+	$(PIP) install --quiet --require-hashes -r $(RUNTIME_LOCK)
+	$(PIP) install --quiet --no-deps -e .
+	$(PIP) check
 	touch $@
+
+$(STAMP): $(DEV_LOCK) pyproject.toml | $(PY)
+	$(PIP) install --quiet --require-hashes -r $(DEV_LOCK)
+	$(PIP) install --quiet --no-deps -e .
+	$(PIP) check
+	touch $@
+
+$(LOW_STAMP): $(LOWEST_LOCK) pyproject.toml
+	test -x $(LOW_PY) || $(PYTHON) -m venv $(LOW_VENV)
+	$(LOW_PY) -m pip install --quiet --upgrade pip
+	$(LOW_PY) -m pip install --quiet --require-hashes -r $(LOWEST_LOCK)
+	$(LOW_PY) -m pip install --quiet --no-deps -e .
+	$(LOW_PY) -m pip check
+	touch $@
+
+lock: $(UV)
+	$(COMPILE) --extra dev -o $(DEV_LOCK)
+	$(COMPILE) -c $(DEV_LOCK) -o $(RUNTIME_LOCK)
+	$(COMPILE) --extra dev --resolution lowest-direct -o $(LOWEST_LOCK)
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
 
 # System packages the tests use (real Redis, real Chromium, ...), installed with apt-get when missing.
 system-deps:
 	@scripts/system-deps.sh redis-server chromium nginx
 
-# Everything CI runs: format, lint, types, tests.
-test: $(STAMP) system-deps $(JS_CLIENT)/node_modules/.package-lock.json
-	$(VENV)/bin/ruff format --check wshub tests benchmarks examples
-	$(VENV)/bin/ruff check wshub tests benchmarks examples
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check $(SOURCES)
+	$(VENV)/bin/ruff check $(SOURCES)
+
+typecheck: $(STAMP)
 	$(VENV)/bin/mypy
-	$(PY) -m pytest -q
+
+# Everything CI runs: format, lint, types, the whole suite with branch coverage (per module,
+# subprocess servers included), then the transport tests on the lowest dependencies.
+test: lint typecheck system-deps $(JS_CLIENT)/node_modules/.package-lock.json
+	rm -f .coverage .coverage.*
+	$(PY) -m pytest -q --cov --cov-report=term
+	$(MAKE) --no-print-directory test-lowest
+
+# For iterating: the same checks without coverage and without the tests marked slow.
+test-fast: lint typecheck system-deps $(JS_CLIENT)/node_modules/.package-lock.json
+	$(PY) -m pytest -q -m "not slow"
+
+test-lowest: $(LOW_STAMP) system-deps
+	$(LOW_PY) -c 'import uvicorn, websockets; print("lowest: uvicorn", uvicorn.__version__, "websockets", websockets.__version__)'
+	$(LOW_PY) -m pytest -q -p no:cacheprovider $(LOW_TESTS)
 
 # The TypeScript program that tests the npm package wshub/static (tests/test_js_package.py).
 $(JS_CLIENT)/node_modules/.package-lock.json: $(JS_CLIENT)/package.json $(JS_CLIENT)/package-lock.json
 	cd $(JS_CLIENT) && npm ci --no-audit --no-fund
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format wshub tests benchmarks examples
-	$(VENV)/bin/ruff check --fix wshub tests benchmarks examples
+	$(VENV)/bin/ruff format $(SOURCES)
+	$(VENV)/bin/ruff check --fix $(SOURCES)
 
 # wshub side by side with its peers (several minutes): rewrites docs/performance.md and .png.
 # BENCH_ARGS="--rounds 1 --only wshub,node-ws" narrows it.
@@ -46,7 +114,7 @@ bench: $(STAMP) $(VENV)/.installed-peers $(NODE_WS)/node_modules/.package-lock.j
 	$(PY) -m benchmarks.compare --make $(BENCH_ARGS)
 
 $(VENV)/.installed-peers: pyproject.toml | $(STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,bench,peers]'
+	$(PIP) install --quiet -e '.[dev,bench,peers]'
 	touch $@
 
 $(NODE_WS)/node_modules/.package-lock.json: $(NODE_WS)/package.json $(NODE_WS)/package-lock.json
@@ -67,4 +135,6 @@ abuse: $(STAMP)
 	$(PY) -m benchmarks.abuse $(ABUSE_ARGS)
 
 clean:
-	rm -rf $(VENV) $(NODE_WS)/node_modules $(JS_CLIENT)/node_modules $(JS_CLIENT)/out .mypy_cache .ruff_cache .pytest_cache *.egg-info
+	rm -rf $(VENV) $(LOW_VENV) $(TOOLS) $(NODE_WS)/node_modules $(JS_CLIENT)/node_modules \
+		$(JS_CLIENT)/out .mypy_cache .ruff_cache \
+		.pytest_cache *.egg-info .coverage .coverage.*

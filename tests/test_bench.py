@@ -22,6 +22,8 @@ from wshub.bench.report import Generator, percentiles
 from wshub.cli import app
 from wshub.protocol import Join, Publish, decode_client_frame
 
+pytestmark = pytest.mark.slow  # real load runs
+
 
 def bench(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

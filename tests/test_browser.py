@@ -24,6 +24,8 @@ from tests.support import ROOT, ServerProcess
 from wshub import __version__
 from wshub.client import Client
 
+pytestmark = pytest.mark.slow  # a real Chromium per test
+
 CHROMIUM = os.environ.get("WSHUB_CHROMIUM", "/usr/bin/chromium")
 # Without the background-networking flags Chromium keeps dialling Google on a closed network.
 ARGS = [

@@ -23,6 +23,8 @@ from tests.conftest import ServerFactory
 from tests.support import ROOT, Client, RedisProcess, connect, free_port, http_get
 from wshub.options import read_toml, resolve
 
+pytestmark = pytest.mark.slow  # real nginx and nodes
+
 NGINX = os.environ.get("WSHUB_NGINX", "/usr/sbin/nginx")
 DOC = ROOT / "docs" / "deploy.md"
 

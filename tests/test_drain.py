@@ -16,6 +16,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from tests.conftest import ServerFactory
 from tests.support import Client, RedisProcess, ServerProcess, connect, http_get
 
+pytestmark = pytest.mark.slow  # real nodes draining over seconds
+
 TOTAL = 300
 
 

@@ -238,6 +238,7 @@ json_values = st.recursive(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(st.text(), st.binary(), json_values.map(lambda v: json.dumps(v))))
 def test_decoder_never_raises_anything_but_frame_error(text: str | bytes) -> None:
@@ -247,6 +248,7 @@ def test_decoder_never_raises_anything_but_frame_error(text: str | bytes) -> Non
         assert err.code in {ErrorCode.BAD_JSON, ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_TYPE}
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(
     st.fixed_dictionaries(

@@ -14,6 +14,8 @@ import pytest
 from tests.conftest import ServerFactory
 from tests.support import Client, RedisProcess, ServerProcess, connect, serve_refused
 
+pytestmark = pytest.mark.slow  # real Redis and several nodes
+
 
 def room() -> str:
     return f"room:{uuid.uuid4().hex[:8]}"

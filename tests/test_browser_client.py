@@ -25,7 +25,7 @@ from tests.test_browser import ARGS, CHROMIUM
 from wshub import Hub
 from wshub.auth import mint_token
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]  # real Chromium
 
 SECRET = "browser-client-secret-of-32-bytes-or-more"
 KEY = "browser-client-api-key"

@@ -18,7 +18,7 @@ from tests.test_browser import ARGS, CHROMIUM, open_chat, publish, say, texts
 from tests.test_browser_client import KEY, post
 from wshub.auth import mint_token
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]  # real Chromium
 
 SECRET = "chat-page-secret-of-at-least-32-bytes!"
 

@@ -22,6 +22,8 @@ from tests.support import ROOT
 from wshub import __version__
 from wshub.auth import mint_token
 
+pytestmark = pytest.mark.slow  # npm, tsc and Node against a real node
+
 PACKAGE = ROOT / "wshub" / "static"
 PROJECT = ROOT / "tests" / "js" / "client"
 SECRET = "js-package-secret-of-at-least-32-bytes"

@@ -14,12 +14,13 @@ RUNTIME      := $(VENV)/.installed-runtime
 STAMP        := $(VENV)/.installed-dev
 
 # The fast path against the lowest dependencies pyproject.toml allows (uvicorn's internals
-# above all): a second venv from the `lowest` lock, running the tests of the transport.
+# above all, which wshub/uvicorn_ws.py and uvicorn_http.py subclass): a second venv from the
+# `lowest` lock, running the tests of the transport.
 LOW_VENV  := .venv-lowest
 LOW_PY    := $(LOW_VENV)/bin/python
 LOW_STAMP := $(LOW_VENV)/.installed
 LOW_TESTS := tests/test_fast_path.py tests/test_delivery.py tests/test_ws_protocol.py \
-	$(wildcard tests/test_uvicorn*.py tests/test_transport*.py)
+	tests/test_http_limits.py $(wildcard tests/test_uvicorn*.py tests/test_transport*.py)
 
 # `make lock` resolves with uv from its own venv, so it works even while the locks are stale or
 # in conflict after a merge. LOCK_ARGS=--upgrade moves every pin to the newest allowed release.
@@ -96,7 +97,10 @@ test-fast: lint typecheck system-deps $(JS_CLIENT)/node_modules/.package-lock.js
 	$(PY) -m pytest -q -m "not slow"
 
 test-lowest: $(LOW_STAMP) system-deps
-	$(LOW_PY) -c 'import uvicorn, websockets; print("lowest: uvicorn", uvicorn.__version__, "websockets", websockets.__version__)'
+	@# Else wshub would fall back to the ASGI path and the fast-path tests would test that.
+	$(LOW_PY) -c 'import uvicorn, websockets; from wshub.uvicorn_check import missing_internals as m; \
+		print("lowest: uvicorn", uvicorn.__version__, "websockets", websockets.__version__); \
+		assert not m(), f"the fast path would be off: missing {m()}"'
 	$(LOW_PY) -m pytest -q -p no:cacheprovider $(LOW_TESTS)
 
 # The TypeScript program that tests the npm package wshub/static (tests/test_js_package.py).

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from wshub.brokers.base import Broker, BrokerSink, BrokerUnavailable, Member
+from wshub.brokers.base import Broker, BrokerSink, BrokerTimeout, BrokerUnavailable, Member
 from wshub.config import Settings
 
-__all__ = ["Broker", "BrokerSink", "BrokerUnavailable", "Member", "create_broker", "is_shared"]
+__all__ = [
+    "Broker",
+    "BrokerSink",
+    "BrokerTimeout",
+    "BrokerUnavailable",
+    "Member",
+    "create_broker",
+    "is_shared",
+]
 
 SCHEMES = ("memory", "redis", "rediss", "unix")
 

@@ -13,11 +13,15 @@ from typing import Protocol
 from wshub.history import Recovery
 from wshub.publication import Publication
 
-__all__ = ["Broker", "BrokerSink", "BrokerUnavailable", "Member"]
+__all__ = ["Broker", "BrokerSink", "BrokerTimeout", "BrokerUnavailable", "Member"]
 
 
 class BrokerUnavailable(Exception):
     """The broker cannot be reached right now; nothing was published. Retry later."""
+
+
+class BrokerTimeout(BrokerUnavailable):
+    """The broker took the command but did not confirm it in time: it may or may not have run."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from wshub.connection import Connection, FastPath
 from wshub.dashboard import admin_router
 from wshub.handshake import Handshake
 from wshub.hub import Hub, Refusal
+from wshub.serving import FrameLine
 
 __all__ = ["AsgiLink", "build_router", "create_app"]
 
@@ -134,7 +135,7 @@ class _Endpoint:
 
     async def opened(self, conn: Connection) -> None: ...
 
-    async def text(self, conn: Connection, text: str) -> None: ...
+    async def text(self, conn: Connection, text: str, deadline: float | None) -> None: ...
 
     def binary(self, conn: Connection) -> None: ...
 
@@ -165,23 +166,31 @@ class _Endpoint:
                 peer=peer_of(scope),
             )
             code: int | None = None
+
+            async def serve(text: str | None, deadline: float | None) -> None:
+                if text is None:
+                    self.binary(conn)
+                else:
+                    await self.text(conn, text, deadline)
+
+            # Frames are served in order by the line's task, so that this loop goes on
+            # reading (pongs above all) while one of them waits on the broker.
+            line = FrameLine(serve, hub.settings.reply_timeout)
             try:
                 await self.opened(conn)
-                text_of = self.text
                 while True:
                     message = await receive()
                     kind = message["type"]
                     if kind == "websocket.receive":
-                        text = message.get("text")
-                        if text is not None:
-                            await text_of(conn, text)
-                        else:
-                            self.binary(conn)
+                        await line.put(message.get("text"))
                     elif kind == "websocket.disconnect":
                         code = message.get("code")
                         break
             finally:
-                await self.closed(conn, code)
+                try:
+                    await line.finish()
+                finally:
+                    await self.closed(conn, code)
         finally:
             hub.release(identity.user)
 
@@ -193,8 +202,8 @@ class ProtocolEndpoint(_Endpoint):
         await self.hub.ready(conn)
         await self.hub.greet(conn)
 
-    async def text(self, conn: Connection, text: str) -> None:
-        await self.hub.handle_text(conn, text)
+    async def text(self, conn: Connection, text: str, deadline: float | None) -> None:
+        await self.hub.handle_text(conn, text, deadline)
 
     def binary(self, conn: Connection) -> None:
         self.hub.handle_binary(conn)
@@ -220,7 +229,7 @@ class ChatEndpoint(_Endpoint):
     async def opened(self, conn: Connection) -> None:
         await self.hub.chat_join(conn)
 
-    async def text(self, conn: Connection, text: str) -> None:
+    async def text(self, conn: Connection, text: str, deadline: float | None) -> None:
         await self.hub.chat_say(conn, text)
 
     def binary(self, conn: Connection) -> None:

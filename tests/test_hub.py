@@ -77,7 +77,8 @@ async def test_publish_fans_out_once_encoded(hub: Hub) -> None:
     for p in (a, b):
         await p.say({"type": "join", "channel": "room"})
     ack = await c.say({"type": "publish", "channel": "room", "data": {"x": 1}, "id": 1})
-    assert ack == {"type": "ack", "id": 1, "channel": "room", "offset": 1}
+    epoch = a.link.of_type("message")[0]["epoch"]
+    assert ack == {"type": "ack", "id": 1, "channel": "room", "offset": 1, "epoch": epoch}
     assert a.link.of_type("message") == b.link.of_type("message")
     assert a.link.of_type("message")[0]["from"] == "c"
     assert c.link.of_type("message") == []  # not joined: no copy for the publisher
@@ -195,7 +196,9 @@ async def test_authorize_hook_forbids() -> None:
 
 
 class DownBroker(MemoryBroker):
-    async def publish(self, channel: str, data: bytes, sender: str | None) -> Publication:
+    async def publish(
+        self, channel: str, data: bytes, sender: str | None, idempotency_key: str | None = None
+    ) -> Publication:
         raise BrokerUnavailable("down")
 
     async def send(self, user: str, frame: str) -> None:
@@ -364,10 +367,12 @@ class LossyBroker(MemoryBroker):
         super().__init__(**kwargs)
         self.lose: set[int] = set()
 
-    async def publish(self, channel: str, data: bytes, sender: str | None) -> Publication:
+    async def publish(
+        self, channel: str, data: bytes, sender: str | None, idempotency_key: str | None = None
+    ) -> Publication:
         sink, self._sink = self._sink, None
         try:
-            pub = await super().publish(channel, data, sender)
+            pub = await super().publish(channel, data, sender, idempotency_key)
         finally:
             self._sink = sink
         if pub.offset not in self.lose and sink is not None and channel in self._subscribed:

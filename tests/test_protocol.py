@@ -156,8 +156,8 @@ def test_channel_names_and_namespaces() -> None:
         ),
         (protocol.Left("a", id="x"), {"type": "left", "channel": "a", "id": "x"}),
         (
-            protocol.Ack(id=2, channel="a", offset=9),
-            {"type": "ack", "id": 2, "channel": "a", "offset": 9},
+            protocol.Ack(id=2, channel="a", offset=9, epoch="e"),
+            {"type": "ack", "id": 2, "channel": "a", "offset": 9, "epoch": "e"},
         ),
         (protocol.Ack(id=2), {"type": "ack", "id": 2}),
         (

@@ -50,7 +50,13 @@ async def test_join_publish_ack_message_leave(server: ServerProcess) -> None:
         await a.expect("member_joined")
         reply = await b.request({"type": "publish", "channel": channel, "data": {"t": "hi"}})
         (own,) = await b.messages(1)  # the publisher receives its own message, before the ack
-        assert reply == {"type": "ack", "id": reply["id"], "channel": channel, "offset": 1}
+        assert reply == {
+            "type": "ack",
+            "id": reply["id"],
+            "channel": channel,
+            "offset": 1,
+            "epoch": joined["epoch"],
+        }
         (msg,) = await a.messages(1)
         assert msg == own
         assert (msg["channel"], msg["offset"], msg["from"], msg["data"]) == (

@@ -55,6 +55,11 @@ class Settings:
     """Seconds to wait for a pong before a peer is declared dead."""
     presence_ttl: float = 30
     """Seconds after which a vanished node's presence entries expire (shared brokers)."""
+    reply_timeout: float = 5
+    """Seconds from a client frame's arrival to its reply, even when the broker is slow or
+    unreachable: its broker calls are cut off then (``timeout`` or ``unavailable``); 0: no bound."""
+    idempotency_ttl: float = 300
+    """Seconds a publication's ``idempotency_key`` is remembered, per channel."""
     close_timeout: float = 5
     """Seconds a closing frame may wait to be flushed before the TCP connection is dropped."""
     retry_after: int = 1

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from msgspec import UNSET, Raw
 
-from wshub import __version__, protocol
-from wshub.brokers import Broker, BrokerUnavailable, create_broker
+from wshub import __version__, protocol, serving
+from wshub.brokers import Broker, BrokerTimeout, BrokerUnavailable, create_broker
 from wshub.channel import Gap, LocalChannel, PendingJoin
 from wshub.config import Settings
 from wshub.connection import AsgiConnection, Connection, Link
@@ -37,6 +37,7 @@ from wshub.protocol import ErrorCode, FrameError
 from wshub.publication import Publication
 from wshub.ratelimit import RateLimiter
 from wshub.read_budget import ReadBudget
+from wshub.serving import bounded
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
@@ -66,6 +67,11 @@ CLOSE_NAMES: dict[int, str] = {
     4001: "token expired",
     4008: "slow consumer",
 }
+
+TIMEOUT_MESSAGE = (
+    "the broker did not confirm in time: it may or may not have been done; "
+    "retry a publish with the same idempotency_key"
+)
 
 CHAT_CHANNEL = "$chat"
 """The plain-text chat's broadcast channel; ``$`` keeps it out of reach of protocol clients."""
@@ -412,8 +418,12 @@ class Hub:
 
     # --- frames from clients ---------------------------------------------------------------
 
-    async def handle_text(self, conn: Connection, text: str) -> None:
-        """Serve one text frame from a protocol client. Never raises for bad input."""
+    async def handle_text(self, conn: Connection, text: str, deadline: float | None = None) -> None:
+        """Serve one text frame from a protocol client. Never raises for bad input.
+
+        ``deadline`` (event-loop time) bounds the broker calls made for it: see
+        :mod:`wshub.serving`.
+        """
         if conn.closing:  # e.g. its token expired: nothing more is done on its behalf
             return
         if not self._within_rate(conn):
@@ -432,23 +442,26 @@ class Hub:
         except FrameError as exc:
             self._error(conn, exc.code, exc.message, exc.frame_id)
             return
-        try:
-            await self._dispatch(conn, frame)
-        except FrameError as exc:
-            self._error(conn, exc.code, exc.message, exc.frame_id)
-        except HookRefusal as exc:
-            message = str(exc) or f"refused by the server: {exc.code}"
-            self._error(conn, exc.code, message, protocol.frame_id(frame))
-        except BrokerUnavailable:
-            self._error(
-                conn,
-                ErrorCode.UNAVAILABLE,
-                "broker unreachable, retry later",
-                protocol.frame_id(frame),
-            )
-        except Exception:
-            log.exception("internal error serving a %s frame", type(frame).__name__)
-            self._error(conn, ErrorCode.INTERNAL, "internal error", protocol.frame_id(frame))
+        async with serving.frame_budget(deadline, self.settings.reply_timeout):
+            try:
+                await self._dispatch(conn, frame)
+            except FrameError as exc:
+                self._error(conn, exc.code, exc.message, exc.frame_id)
+            except HookRefusal as exc:
+                message = str(exc) or f"refused by the server: {exc.code}"
+                self._error(conn, exc.code, message, protocol.frame_id(frame))
+            except BrokerTimeout:
+                self._error(conn, ErrorCode.TIMEOUT, TIMEOUT_MESSAGE, protocol.frame_id(frame))
+            except BrokerUnavailable:
+                self._error(
+                    conn,
+                    ErrorCode.UNAVAILABLE,
+                    "broker unreachable, retry later",
+                    protocol.frame_id(frame),
+                )
+            except Exception:
+                log.exception("internal error serving a %s frame", type(frame).__name__)
+                self._error(conn, ErrorCode.INTERNAL, "internal error", protocol.frame_id(frame))
 
     def handle_binary(self, conn: Connection) -> None:
         if self._within_rate(conn):
@@ -493,7 +506,7 @@ class Hub:
             case protocol.PresenceRequest():
                 await self._check(conn, "join", frame.channel, frame)
                 self._reads.charge(conn, frame)
-                members = await self.broker.presence(frame.channel)
+                members = await bounded(self.broker.presence(frame.channel), effect=False)
                 reply = protocol.Presence(
                     channel=frame.channel,
                     members=[protocol.Member(m.user, Raw(m.meta), m.connections) for m in members],
@@ -505,8 +518,10 @@ class Hub:
                 self._reads.charge(conn, frame)
                 since = frame.since
                 offset, epoch = (None, None) if since is UNSET else (since.offset, since.epoch)
-                epoch, pubs = await self.broker.history(frame.channel, offset, epoch, frame.limit)
-                conn.push(history_frame(frame.channel, epoch, pubs, protocol.frame_id(frame)))
+                current, pubs = await bounded(
+                    self.broker.history(frame.channel, offset, epoch, frame.limit), effect=False
+                )
+                conn.push(history_frame(frame.channel, current, pubs, protocol.frame_id(frame)))
             case protocol.Ping():
                 conn.push(protocol.encode(protocol.Pong(id=fid)))
 
@@ -545,9 +560,13 @@ class Hub:
                 ) from None
             value = await self.on_publish(conn.user, frame.channel, decoded)
             data = msgspec.json.encode(value)
-        pub = await self.publish_raw(frame.channel, data, conn.user)
+        key = None if frame.idempotency_key is UNSET else frame.idempotency_key
+        pub = await self.publish_raw(frame.channel, data, conn.user, idempotency_key=key)
         ack = protocol.Ack(
-            id=protocol.reply_id(protocol.frame_id(frame)), channel=pub.channel, offset=pub.offset
+            id=protocol.reply_id(protocol.frame_id(frame)),
+            channel=pub.channel,
+            offset=pub.offset,
+            epoch=pub.epoch,
         )
         conn.push(protocol.encode(ack))
 
@@ -564,9 +583,11 @@ class Hub:
         offset, epoch = (None, None) if since is UNSET else (since.offset, since.epoch)
         if channel in conn.channels:
             # Already subscribed: nothing to resend; refresh the presence meta.
-            rec = await self.broker.recover(channel, offset, epoch)
+            rec = await bounded(self.broker.recover(channel, offset, epoch), effect=False)
             conn.push(self._joined(channel, rec.offset, rec.epoch, rec.recovered, fid))
-            await self.broker.presence_add(channel, conn.user, conn.session, meta)
+            await bounded(
+                self.broker.presence_add(channel, conn.user, conn.session, meta), effect=True
+            )
             return
         if len(conn.channels) >= self.settings.max_channels:
             raise FrameError(
@@ -581,23 +602,29 @@ class Hub:
             if fresh:
                 await self._subscribe(ch)
             else:
-                await asyncio.shield(ch.subscribed)
+                await bounded(asyncio.shield(ch.subscribed), effect=False)
             started = time.perf_counter()
-            rec = await self.broker.recover(channel, offset, epoch)
+            rec = await bounded(self.broker.recover(channel, offset, epoch), effect=False)
             if channel not in conn.channels:
                 return  # disconnected meanwhile; disconnect() cleaned up
             # Presence before the reply: once a client holds ``joined``, everyone who joins
             # after it sees it in presence and no stale ``member_joined`` for it.
-            first = await self.broker.presence_add(channel, conn.user, conn.session, meta)
+            first = await bounded(
+                self.broker.presence_add(channel, conn.user, conn.session, meta), effect=True
+            )
             if channel not in conn.channels:  # disconnected while being registered
                 await self._unsubscribe(conn, channel)
                 return
             if first:
                 event = protocol.MemberJoined(channel=channel, user=conn.user, meta=Raw(meta))
-                await self.broker.emit(channel, protocol.encode(event), exclude_user=conn.user)
+                await bounded(
+                    self.broker.emit(channel, protocol.encode(event), exclude_user=conn.user),
+                    effect=True,
+                )
         except BaseException:
             if conn.channels.pop(channel, 0) is None:
-                await self._unsubscribe(conn, channel)
+                # Undone after the error reply, so that the undoing cannot delay it.
+                await serving.after_reply(lambda: self._unsubscribe(conn, channel))
             raise
         self.metrics.joined()
         self.metrics.recovered(time.perf_counter() - started, len(rec.publications))
@@ -657,7 +684,7 @@ class Hub:
 
     async def _subscribe(self, ch: LocalChannel) -> None:
         try:
-            await self.broker.subscribe(ch.name)
+            await bounded(self.broker.subscribe(ch.name), effect=False)
         except BaseException as exc:
             if not ch.subscribed.done():
                 ch.subscribed.set_exception(BrokerUnavailable(str(exc)))
@@ -670,7 +697,7 @@ class Hub:
         if ch.empty() and self._channels.get(ch.name) is ch:
             del self._channels[ch.name]
             with contextlib.suppress(BrokerUnavailable):
-                await self.broker.unsubscribe(ch.name)
+                await bounded(self.broker.unsubscribe(ch.name), effect=False)
 
     async def _unsubscribe(self, conn: Connection, channel: str) -> None:
         ch = self._channels.get(channel)
@@ -681,10 +708,15 @@ class Hub:
         if conn.kind != "ws":
             return
         try:
-            meta = await self.broker.presence_remove(channel, conn.user, conn.session)
+            meta = await bounded(
+                self.broker.presence_remove(channel, conn.user, conn.session), effect=True
+            )
             if meta is not None:
                 event = protocol.MemberLeft(channel=channel, user=conn.user, meta=Raw(meta))
-                await self.broker.emit(channel, protocol.encode(event), exclude_user=conn.user)
+                await bounded(
+                    self.broker.emit(channel, protocol.encode(event), exclude_user=conn.user),
+                    effect=True,
+                )
         except BrokerUnavailable:
             log.debug("broker unavailable: presence of %s in %s not removed", conn.user, channel)
 
@@ -793,24 +825,40 @@ class Hub:
 
     # --- the library API -------------------------------------------------------------------
 
-    async def publish(self, channel: str, data: Any) -> int:
+    async def publish(self, channel: str, data: Any, *, idempotency_key: str | None = None) -> int:
         """Publish ``data`` (any JSON-serialisable value) to a channel; returns its offset.
 
-        Delivered with ``from: null``, as publications from a backend are.
+        Delivered with ``from: null``, as publications from a backend are. With
+        ``idempotency_key`` (1 to 64 characters), a repeat to the same channel within the
+        idempotency TTL is not published again and returns the first one's offset, so a
+        caller may retry after :class:`~wshub.brokers.BrokerTimeout` (the outcome was
+        unknown) or :class:`~wshub.brokers.BrokerUnavailable`.
         """
         if not protocol.is_channel_name(channel):
             raise ValueError(f"invalid channel name {channel!r}")
+        if idempotency_key is not None and not protocol.is_idempotency_key(idempotency_key):
+            raise ValueError("idempotency_key must be 1 to 64 characters")
         await self.start()
-        return (await self.publish_raw(channel, msgspec.json.encode(data))).offset
+        pub = await self.publish_raw(
+            channel, msgspec.json.encode(data), idempotency_key=idempotency_key
+        )
+        return pub.offset
 
     async def publish_raw(
-        self, channel: str, data: bytes, sender: str | None = None
+        self,
+        channel: str,
+        data: bytes,
+        sender: str | None = None,
+        *,
+        idempotency_key: str | None = None,
     ) -> Publication:
         """Publish JSON bytes as they are: the one road of every publication (clients, the
         library, the HTTP API), so each is counted and timed once. The caller checks the
-        channel name and starts the hub."""
+        channel name and the key, and starts the hub."""
         started = time.perf_counter()
-        pub = await self.broker.publish(channel, data, sender)
+        pub = await bounded(
+            self.broker.publish(channel, data, sender, idempotency_key), effect=True
+        )
         self.metrics.message_published(time.perf_counter() - started)
         return pub
 
@@ -822,7 +870,7 @@ class Hub:
     async def _send_direct(self, user: str, data: Raw, sender: str | None) -> None:
         direct = protocol.Direct(from_=sender, data=data, ts=_now_ms())
         started = time.perf_counter()
-        await self.broker.send(user, protocol.encode(direct))
+        await bounded(self.broker.send(user, protocol.encode(direct)), effect=True)
         self.metrics.direct_sent_once(time.perf_counter() - started)
 
 

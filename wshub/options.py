@@ -138,6 +138,15 @@ class ServeConfig:
         "limit); beyond it the oldest is closed.",
         minimum=1,
     )
+    reply_timeout: float = setting(
+        _D.reply_timeout,
+        "Seconds within which every client frame is answered even when the broker is slow or "
+        "unreachable (error timeout or unavailable); keep it below --ping-timeout (0: no bound).",
+    )
+    idempotency_ttl: float = setting(
+        _D.idempotency_ttl,
+        "Seconds a publish's idempotency_key is remembered: a repeat is answered as the first.",
+    )
     drain_seconds: float = setting(
         10,
         "On SIGTERM/SIGINT, seconds over which clients are closed with 1001, in batches, so "

@@ -31,6 +31,7 @@ __all__ = [
     "decode_client_frame",
     "encode",
     "is_channel_name",
+    "is_idempotency_key",
     "is_user_id",
     "namespace",
 ]
@@ -55,6 +56,10 @@ def is_user_id(user: str) -> bool:
     return _USER_RE.fullmatch(user) is not None
 
 
+def is_idempotency_key(key: str) -> bool:
+    return 1 <= len(key) <= 64
+
+
 def namespace(channel: str) -> str:
     """The part before the first ``:``, which permissions are written against."""
     return channel.partition(":")[0]
@@ -72,6 +77,8 @@ class ErrorCode(StrEnum):
     LIMIT = "limit"
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
+    UNAUTHORIZED = "unauthorized"
+    TIMEOUT = "timeout"
 
 
 class CloseCode:
@@ -88,6 +95,7 @@ Channel = Annotated[str, Meta(min_length=1, max_length=128, pattern=CHANNEL_PATT
 User = Annotated[str, Meta(min_length=1, max_length=100, pattern=USER_PATTERN)]
 FrameId = int | str
 Offset = Annotated[int, Meta(ge=0)]
+IdempotencyKey = Annotated[str, Meta(min_length=1, max_length=64)]
 
 
 # --- client frames ---------------------------------------------------------------------------
@@ -119,10 +127,15 @@ class Leave(_ClientFrame, tag="leave"):
 
 
 class Publish(_ClientFrame, tag="publish"):
-    """Publish ``data`` (any JSON) to a channel; joining it is not required."""
+    """Publish ``data`` (any JSON) to a channel; joining it is not required.
+
+    A repeat with the same ``idempotency_key`` within the idempotency TTL is not published
+    again: it is answered with the first one's offset and epoch.
+    """
 
     channel: Channel = ""
     data: Raw | UnsetType = UNSET
+    idempotency_key: IdempotencyKey | UnsetType = UNSET
 
 
 class Send(_ClientFrame, tag="send"):
@@ -331,11 +344,12 @@ class Left(Struct, tag="left", tag_field="type"):
 
 
 class Ack(Struct, tag="ack", tag_field="type"):
-    """Reply to ``publish`` (with the message's channel and offset) and to ``send``."""
+    """Reply to ``publish`` (with the message's channel, offset and epoch) and to ``send``."""
 
     id: FrameId | UnsetType = UNSET
     channel: str | UnsetType = UNSET
     offset: int | UnsetType = UNSET
+    epoch: str | UnsetType = UNSET
 
 
 class Message(Struct, tag="message", tag_field="type"):

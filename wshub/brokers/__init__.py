@@ -27,7 +27,9 @@ def create_broker(url: str, settings: Settings, node: str | None = None) -> Brok
     if scheme == "memory":
         from wshub.brokers.memory import MemoryBroker
 
-        return MemoryBroker(settings.history_size, settings.history_ttl)
+        return MemoryBroker(
+            settings.history_size, settings.history_ttl, idempotency_ttl=settings.idempotency_ttl
+        )
     if scheme in ("redis", "rediss", "unix"):
         from wshub.brokers.redis import RedisBroker
 

@@ -71,8 +71,15 @@ class Broker(Protocol):
     async def unsubscribe(self, channel: str) -> None:
         """Stop delivering ``channel`` to this node."""
 
-    async def publish(self, channel: str, data: bytes, sender: str | None) -> Publication:
-        """Assign the next offset, keep it in history, deliver it to every subscribed node."""
+    async def publish(
+        self, channel: str, data: bytes, sender: str | None, idempotency_key: str | None = None
+    ) -> Publication:
+        """Assign the next offset, keep it in history, deliver it to every subscribed node.
+
+        With ``idempotency_key``: if the channel had a publication with that key within the
+        idempotency TTL, nothing is published and that publication's position is returned
+        (offset, epoch and ts; ``data`` is this call's), atomically with respect to every node.
+        """
 
     async def recover(self, channel: str, offset: int | None, epoch: str | None) -> Recovery:
         """The channel's position and, when knowable, what came after ``offset``."""

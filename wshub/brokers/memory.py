@@ -29,12 +29,20 @@ class MemoryBroker:
     """
 
     def __init__(
-        self, history_size: int = 100, history_ttl: float = 300, keep_position: float = 3600
+        self,
+        history_size: int = 100,
+        history_ttl: float = 300,
+        keep_position: float = 3600,
+        idempotency_ttl: float = 300,
     ) -> None:
         self.history_size = history_size
         self.history_ttl = history_ttl
         self.keep_position = max(keep_position, history_ttl)
         self._logs = ChannelLogs(history_size, history_ttl, self.keep_position)
+        self.idempotency_ttl = idempotency_ttl
+        # (channel, key) -> (offset, epoch, ts, forgotten at): insertion order is expiry
+        # order, since every key lives the same TTL, so the sweep stops at the first live one.
+        self._keys: dict[tuple[str, str], tuple[int, str, int, float]] = {}
         self._presence = PresenceTable()
         self._subscribed: set[str] = set()
         self._sink: BrokerSink | None = None
@@ -62,8 +70,19 @@ class MemoryBroker:
     async def unsubscribe(self, channel: str) -> None:
         self._subscribed.discard(channel)
 
-    async def publish(self, channel: str, data: bytes, sender: str | None) -> Publication:
-        pub = self._logs.append(channel, data, sender, int(time.time() * 1000), time.monotonic())
+    async def publish(
+        self, channel: str, data: bytes, sender: str | None, idempotency_key: str | None = None
+    ) -> Publication:
+        now = time.monotonic()
+        if idempotency_key is not None:
+            seen = self._keys.get((channel, idempotency_key))
+            if seen is not None and seen[3] > now:
+                return Publication(channel, seen[0], seen[1], sender, data, seen[2])
+        pub = self._logs.append(channel, data, sender, int(time.time() * 1000), now)
+        if idempotency_key is not None:
+            key = (channel, idempotency_key)
+            self._keys.pop(key, None)  # an expired one: re-insert, to keep the expiry order
+            self._keys[key] = (pub.offset, pub.epoch, pub.ts, now + self.idempotency_ttl)
         if channel in self._subscribed and self._sink is not None:
             self._sink.deliver(pub)
         return pub
@@ -117,7 +136,14 @@ class MemoryBroker:
 
     def sweep(self, now: float) -> int:
         """Forget quiet channels nobody is subscribed to; returns how many were forgotten."""
-        return self._logs.sweep(now, self._subscribed)
+        forgotten = self._logs.sweep(now, self._subscribed)
+        keys = self._keys
+        while keys:
+            first = next(iter(keys))
+            if keys[first][3] > now:
+                break
+            del keys[first]
+        return forgotten
 
     async def _sweep_forever(self) -> None:
         while True:

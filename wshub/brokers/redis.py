@@ -287,11 +287,17 @@ class RedisBroker:
 
     # --- publications and history ---------------------------------------------------------
 
-    async def publish(self, channel: str, data: bytes, sender: str | None) -> Publication:
+    async def publish(
+        self, channel: str, data: bytes, sender: str | None, idempotency_key: str | None = None
+    ) -> Publication:
         s = self.settings
+        keys = [self._key(channel, "meta"), self._key(channel, "hist")]
+        key_ms = int(s.idempotency_ttl * 1000)
+        if idempotency_key is not None and key_ms > 0:  # in the channel's hash slot too
+            keys.append(self._key(channel, "idem:") + idempotency_key)
         offset, epoch, ts = await self._call(
             self._publish(
-                keys=[self._key(channel, "meta"), self._key(channel, "hist")],
+                keys=keys,
                 args=[
                     data,
                     NO_SENDER if sender is None else sender,
@@ -300,6 +306,7 @@ class RedisBroker:
                     self.history_ms,
                     self.keep_ms,
                     self._key(channel, "pub"),
+                    key_ms,
                 ],
             )
         )

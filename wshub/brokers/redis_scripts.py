@@ -6,6 +6,8 @@ that one channel's keys live on one shard):
 - ``P:{C}:meta``   hash: ``epoch``, ``top`` (the last offset)
 - ``P:{C}:hist``   list of the last N entries, oldest first
 - ``P:{C}:pub``    pub/sub channel: ``m`` + entry (a message), ``e`` + event
+- ``P:{C}:idem:<key>``  string ``"<offset> <epoch> <ts>"``: a publication's idempotency key,
+  for the idempotency TTL
 - ``P:{C}:conns``  hash: ``"<node> <session>"`` -> user, one field per joined connection
 - ``P:{C}:users``  hash: user -> number of joined connections
 - ``P:{C}:umeta``  hash: user -> presence meta of the user's latest join
@@ -22,9 +24,17 @@ from __future__ import annotations
 
 from typing import Final
 
-# KEYS: meta, hist. ARGV: data, from, epoch if new, history size, history ttl ms,
-# position keep ms, pub/sub channel. Returns {offset, epoch, ts}.
+# KEYS: meta, hist, and the idempotency key if any. ARGV: data, from, epoch if new, history
+# size, history ttl ms, position keep ms, pub/sub channel, idempotency ttl ms.
+# Returns {offset, epoch, ts}: a key already used answers its publication, publishing nothing.
 PUBLISH: Final = """
+if KEYS[3] then
+  local seen = redis.call('GET', KEYS[3])
+  if seen then
+    local o, e, s = string.match(seen, '^(%d+) (%S+) (%d+)$')
+    return {tonumber(o), e, s}
+  end
+end
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[3]
@@ -40,6 +50,9 @@ redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('PUBLISH', ARGV[7], 'm' .. entry)
+if KEYS[3] then
+  redis.call('SET', KEYS[3], string.format('%d', top) .. ' ' .. epoch .. ' ' .. ts, 'PX', ARGV[8])
+end
 return {top, epoch, ts}
 """
 

@@ -76,12 +76,30 @@ async def test_publish_reaches_subscribers_from_null(
         await reader.join("news:pub")
         reply = await api.post("/api/publish", json={"channel": "news:pub", "data": {"a": [1]}})
         assert reply.status_code == 200
-        assert reply.json() == {"offset": 1}
         (msg,) = await reader.messages(1)
+        assert reply.json() == {"offset": 1, "epoch": msg["epoch"]}
         assert (msg["from"], msg["data"], msg["offset"]) == (None, {"a": [1]}, 1)
         big = await api.post("/api/publish", json={"channel": "news:pub", "data": 2**80})
-        assert big.json() == {"offset": 2}
+        assert big.json() == {"offset": 2, "epoch": msg["epoch"]}
         assert (await reader.messages(1))[0]["data"] == 2**80
+
+
+async def test_publish_with_an_idempotency_key_is_made_once(
+    api_server: ServerProcess, api: httpx.AsyncClient
+) -> None:
+    async with connect(api_server.url, "reader") as reader:
+        await reader.join("news:idem")
+        body = {"channel": "news:idem", "data": "once", "idempotency_key": "order-7/é"}
+        first = await api.post("/api/publish", json=body)
+        again = await api.post("/api/publish", json={**body, "data": "twice?"})
+        assert first.status_code == again.status_code == 200
+        assert again.json() == first.json()
+        other = await api.post("/api/publish", json={**body, "channel": "news:idem2"})
+        assert other.json()["offset"] == 1  # a key belongs to one channel
+        after = await api.post("/api/publish", json={"channel": "news:idem", "data": "next"})
+        assert after.json()["offset"] == first.json()["offset"] + 1
+        got = await reader.messages(2)
+        assert [m["data"] for m in got] == ["once", "next"]
 
 
 @pytest.mark.parametrize(
@@ -95,6 +113,9 @@ async def test_publish_reaches_subscribers_from_null(
         ({"channel": 7, "data": 1}, ["body", "channel"]),
         ({"channel": "a"}, ["body", "data"]),
         ({"channel": "a", "data": 1, "extra": 1}, ["body", "extra"]),
+        ({"channel": "a", "data": 1, "idempotency_key": ""}, ["body", "idempotency_key"]),
+        ({"channel": "a", "data": 1, "idempotency_key": "k" * 65}, ["body", "idempotency_key"]),
+        ({"channel": "a", "data": 1, "idempotency_key": 7}, ["body", "idempotency_key"]),
         ([1, 2], ["body"]),
     ],
 )
@@ -241,7 +262,7 @@ FUZZ = settings(
 @pytest.mark.parametrize(
     ("path", "fields", "ok"),
     [
-        ("/api/publish", ("channel", "data"), 200),
+        ("/api/publish", ("channel", "data", "idempotency_key"), 200),
         ("/api/send", ("to", "data"), 204),
         ("/api/disconnect", ("user",), 204),
     ],

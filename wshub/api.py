@@ -26,8 +26,8 @@ from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from wshub import protocol
-from wshub.brokers import BrokerUnavailable
+from wshub import protocol, serving
+from wshub.brokers import BrokerTimeout, BrokerUnavailable
 from wshub.hub import Hub
 
 __all__ = ["build_api"]
@@ -79,10 +79,21 @@ class _Body(BaseModel):
 class PublishRequest(_Body):
     channel: ChannelName
     data: JsonValue = Field(description="Any JSON value; subscribers receive it as `data`.")
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description=(
+            "1 to 64 characters. A repeat to the same channel with the same key within "
+            "`--idempotency-ttl` seconds is not published again: it is answered with the "
+            "first one's offset and epoch, so a 503 or 504 may be retried safely."
+        ),
+    )
 
 
 class PublishReply(BaseModel):
     offset: int = Field(description="The message's offset in its channel.")
+    epoch: str = Field(description="The channel's epoch the offset belongs to.")
 
 
 class SendRequest(_Body):
@@ -145,6 +156,14 @@ def _json_data(value: JsonValue) -> bytes:
 
 def _unavailable() -> HTTPException:
     return HTTPException(503, "broker unreachable, retry later", headers={"Retry-After": "1"})
+
+
+def _timeout() -> HTTPException:
+    return HTTPException(
+        504,
+        "the broker did not confirm in time: it may or may not have been published; "
+        "retry with the same idempotency_key",
+    )
 
 
 def invalid(errors: Sequence[Any]) -> JSONResponse:
@@ -212,14 +231,26 @@ def build_api(hub: Hub, api_key: str) -> APIRouter:
 
     @api.post("/publish")
     async def publish(body: PublishRequest) -> PublishReply:
-        """Publish to a channel. Subscribers get a `message` with `from: null`."""
+        """Publish to a channel. Subscribers get a `message` with `from: null`.
+
+        503: nothing was published. 504: the broker did not confirm in time, and the message
+        may or may not have been published; retrying with the same `idempotency_key` makes
+        sure it is published once.
+        """
         data = _json_data(body.data)
+        timeout = hub.settings.reply_timeout
         try:
             await hub.start()
-            pub = await hub.publish_raw(body.channel, data)
+            # Bounded like a client frame: a stalled broker gets a 504 or 503 in time.
+            async with serving.frame_budget(serving.deadline_in(timeout), timeout):
+                pub = await hub.publish_raw(
+                    body.channel, data, idempotency_key=body.idempotency_key
+                )
+        except BrokerTimeout:
+            raise _timeout() from None
         except BrokerUnavailable:
             raise _unavailable() from None
-        return PublishReply(offset=pub.offset)
+        return PublishReply(offset=pub.offset, epoch=pub.epoch)
 
     @api.post("/send", status_code=204)
     async def send(body: SendRequest) -> None:

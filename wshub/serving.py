@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from wshub.brokers import BrokerTimeout, BrokerUnavailable
 
-__all__ = ["MAX_WAITING", "FrameLine", "after_reply", "bounded", "frame_budget"]
+__all__ = ["MAX_WAITING", "FrameLine", "after_reply", "bounded", "deadline_in", "frame_budget"]
 
 log = logging.getLogger("wshub.serving")
 
@@ -69,8 +69,7 @@ class FrameLine:
         while len(self._waiting) >= self._bound:
             self._room = loop.create_future()
             await self._room
-        deadline = loop.time() + self._timeout if self._timeout > 0 else None
-        self._waiting.append((text, deadline))
+        self._waiting.append((text, deadline_in(self._timeout)))
         if self._worker is None:
             self._worker = loop.create_task(self._work())
 
@@ -119,6 +118,11 @@ class FrameBudget:
 _budget: contextvars.ContextVar[FrameBudget | None] = contextvars.ContextVar(
     "wshub_frame_budget", default=None
 )
+
+
+def deadline_in(timeout: float) -> float | None:
+    """The deadline ``timeout`` seconds from now, in event-loop time; None for 0 (no bound)."""
+    return asyncio.get_running_loop().time() + timeout if timeout > 0 else None
 
 
 @asynccontextmanager

@@ -197,6 +197,10 @@ class StalledBroker(MemoryBroker):
         await self._maybe_stall("presence_add")
         return await super().presence_add(channel, user, session, meta)
 
+    async def presence_remove(self, channel: str, user: str, session: str) -> bytes | None:
+        await self._maybe_stall("presence_remove")
+        return await super().presence_remove(channel, user, session)
+
 
 @pytest.fixture
 async def stalled() -> Any:
@@ -269,6 +273,22 @@ async def test_a_join_stalled_in_presence_is_timeout_and_undone_after_the_reply(
     assert (reply["code"], reply["id"]) == ("timeout", 1)
     assert a.conn.channels == {} and hub.channel_counts() == {}
     assert await broker.presence("c") == []
+
+
+async def test_library_publish_and_leave_are_bounded_too(stalled: Any) -> None:
+    hub, broker = stalled
+    a = Peer(hub, "a")
+    await a.say({"type": "join", "channel": "c", "id": 1})
+    broker.stalled.add("publish")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(BrokerTimeout):
+        await hub.publish("c", "x", idempotency_key="k")
+    assert loop.time() - started < 0.3 + 0.5
+    broker.stalled.add("presence_remove")
+    reply = await say_within(a, {"type": "leave", "channel": "c", "id": 2}, deadline_in(0.3) or 0)
+    assert reply == {"type": "left", "channel": "c", "id": 2}  # left here; presence: best effort
+    assert a.conn.channels == {}
 
 
 async def test_a_publish_after_a_thaw_is_served(stalled: Any) -> None:

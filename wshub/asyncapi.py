@@ -35,14 +35,18 @@ _SCHEMAS: Final = "#/components/schemas/{name}"
 _CHANNEL: Final = "#/channels/ws"
 
 DESCRIPTION: Final = """\
-wshub's WebSocket protocol, version 1. Every frame, either way, is one JSON object in a text
-frame, tagged by its `type`. A client frame may carry an `id` (integer or string); the reply
-carries the same `id`. Errors keep the connection open.
+wshub's WebSocket protocol, version 2 (its `auth` and `refresh` frames, subscription
+tokens and server-side subscriptions are not served yet). Every frame, either way, is one
+JSON object in a text frame, tagged by its `type`. A client frame may carry an `id` (integer
+or string); the reply carries the same `id`. Errors keep the connection open.
 
 Identity: with auth configured, a JWT as `?token=` or `Authorization: Bearer`; in open mode,
 `?user=NAME`. Refused handshakes get an HTTP status before the upgrade (401, 403, 503 with
 `Retry-After`). After a reconnect, `join` with `since` (the last offset and epoch seen)
-replays what was missed, or answers `recovered: false` when that is no longer possible."""
+replays what was missed, or answers `recovered: false` when that is no longer possible.
+Every frame with an `id` is answered within a bound, even when the broker is slow:
+`timeout` means the broker may have done it (retry a `publish` with the same
+`idempotency_key`), `unavailable` that it was not done."""
 
 
 def _tag(struct: type[msgspec.Struct]) -> str:

@@ -832,16 +832,17 @@ class Hub:
         ``idempotency_key`` (1 to 64 characters), a repeat to the same channel within the
         idempotency TTL is not published again and returns the first one's offset, so a
         caller may retry after :class:`~wshub.brokers.BrokerTimeout` (the outcome was
-        unknown) or :class:`~wshub.brokers.BrokerUnavailable`.
+        unknown) or :class:`~wshub.brokers.BrokerUnavailable`. Either comes within
+        ``settings.reply_timeout`` however slow the broker.
         """
         if not protocol.is_channel_name(channel):
             raise ValueError(f"invalid channel name {channel!r}")
         if idempotency_key is not None and not protocol.is_idempotency_key(idempotency_key):
             raise ValueError("idempotency_key must be 1 to 64 characters")
         await self.start()
-        pub = await self.publish_raw(
-            channel, msgspec.json.encode(data), idempotency_key=idempotency_key
-        )
+        timeout = self.settings.reply_timeout
+        async with serving.frame_budget(serving.deadline_in(timeout), timeout):
+            pub = await self.publish_raw(channel, msgspec.json.encode(data), None, idempotency_key)
         return pub.offset
 
     async def publish_raw(
@@ -849,7 +850,6 @@ class Hub:
         channel: str,
         data: bytes,
         sender: str | None = None,
-        *,
         idempotency_key: str | None = None,
     ) -> Publication:
         """Publish JSON bytes as they are: the one road of every publication (clients, the

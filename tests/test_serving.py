@@ -17,7 +17,7 @@ from wshub import Hub, Settings
 from wshub.brokers import BrokerTimeout, BrokerUnavailable
 from wshub.brokers.memory import MemoryBroker
 from wshub.publication import Publication
-from wshub.serving import FrameLine, after_reply, bounded, deadline_in, frame_budget
+from wshub.serving import FrameLine, after_reply, bounded, deadline_in, within
 
 # --- bounded --------------------------------------------------------------------------------
 
@@ -25,15 +25,13 @@ from wshub.serving import FrameLine, after_reply, bounded, deadline_in, frame_bu
 async def test_bounded_cuts_a_call_off_at_the_frame_deadline() -> None:
     never = asyncio.Event()
     loop = asyncio.get_running_loop()
-    async with frame_budget(deadline_in(0.2), 1):
-        started = loop.time()
-        with pytest.raises(BrokerTimeout):
-            await bounded(never.wait(), effect=True)
-        assert 0.15 <= loop.time() - started < 1
-    async with frame_budget(deadline_in(0.05), 1):
-        with pytest.raises(BrokerUnavailable) as info:
-            await bounded(never.wait(), effect=False)
-        assert not isinstance(info.value, BrokerTimeout)  # a read: nothing can have happened
+    started = loop.time()
+    with pytest.raises(BrokerTimeout):
+        await within(deadline_in(0.2), 1, bounded(never.wait(), effect=True))
+    assert 0.15 <= loop.time() - started < 1
+    with pytest.raises(BrokerUnavailable) as info:
+        await within(deadline_in(0.05), 1, bounded(never.wait(), effect=False))
+    assert not isinstance(info.value, BrokerTimeout)  # a read: nothing can have happened
 
 
 async def test_bounded_makes_no_call_once_the_deadline_has_passed() -> None:
@@ -43,22 +41,37 @@ async def test_bounded_makes_no_call_once_the_deadline_has_passed() -> None:
         made.append("made")
         return "done"
 
-    async with frame_budget(asyncio.get_running_loop().time() - 1, 1):
-        with pytest.raises(BrokerUnavailable) as info:
-            await bounded(call(), effect=True)  # never started: "unavailable", not "timeout"
-        assert not isinstance(info.value, BrokerTimeout)
+    late = asyncio.get_running_loop().time() - 1
+    with pytest.raises(BrokerUnavailable) as info:
+        await within(late, 1, bounded(call(), effect=True))  # never started: not "timeout"
+    assert not isinstance(info.value, BrokerTimeout)
     assert made == []
     assert await bounded(call(), effect=True) == "done"  # outside a frame: no bound
-    async with frame_budget(None, 0):
-        assert await bounded(call(), effect=True) == "done"
+    assert await within(None, 0, bounded(call(), effect=True)) == "done"
     assert made == ["made", "made"]
+
+
+async def test_a_call_that_waits_gets_its_result_and_its_exceptions() -> None:
+    async def slow(fail: bool) -> str:
+        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)
+        if fail:
+            raise BrokerUnavailable("refused")
+        return "late"
+
+    assert await within(deadline_in(5), 5, bounded(slow(False), effect=True)) == "late"
+    with pytest.raises(BrokerUnavailable, match="refused"):
+        await within(deadline_in(5), 5, bounded(slow(True), effect=True))
+    future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_later(0.01, future.set_result, 7)
+    assert await within(deadline_in(5), 5, bounded(asyncio.shield(future), effect=False)) == 7
 
 
 async def test_a_future_cancelled_inside_the_broker_is_a_broker_failure() -> None:
     async def confirmation_lost(effect: bool) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         asyncio.get_running_loop().call_soon(future.cancel)
-        await bounded(future, effect=effect)
+        await within(deadline_in(5), 5, bounded(future, effect=effect))
 
     with pytest.raises(BrokerTimeout):
         await confirmation_lost(True)
@@ -69,14 +82,15 @@ async def test_a_future_cancelled_inside_the_broker_is_a_broker_failure() -> Non
 
 async def test_cancelling_the_serving_task_still_cancels_it() -> None:
     never = asyncio.Event()
-    task = asyncio.ensure_future(bounded(never.wait(), effect=True))
-    await settle()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    for deadline in (None, deadline_in(5)):
+        task = asyncio.ensure_future(within(deadline, 5, bounded(never.wait(), effect=True)))
+        await settle()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
 
 
-async def test_clean_ups_run_after_the_block_with_a_deadline_of_their_own() -> None:
+async def test_clean_ups_run_after_the_work_with_a_deadline_of_their_own() -> None:
     order: list[str] = []
     never = asyncio.Event()
 
@@ -84,10 +98,11 @@ async def test_clean_ups_run_after_the_block_with_a_deadline_of_their_own() -> N
         order.append("cleanup")
         await bounded(never.wait(), effect=True)  # would hang: its own deadline ends it
 
-    loop = asyncio.get_running_loop()
-    async with frame_budget(loop.time() - 1, 0.1):
+    async def work() -> None:
         await after_reply(cleanup)
         order.append("reply")
+
+    await within(asyncio.get_running_loop().time() - 1, 0.1, work())
     assert order == ["reply", "cleanup"]
 
     async def note() -> None:

@@ -242,10 +242,8 @@ def build_api(hub: Hub, api_key: str) -> APIRouter:
         try:
             await hub.start()
             # Bounded like a client frame: a stalled broker gets a 504 or 503 in time.
-            async with serving.frame_budget(serving.deadline_in(timeout), timeout):
-                pub = await hub.publish_raw(
-                    body.channel, data, idempotency_key=body.idempotency_key
-                )
+            publishing = hub.publish_raw(body.channel, data, None, body.idempotency_key)
+            pub = await serving.within(serving.deadline_in(timeout), timeout, publishing)
         except BrokerTimeout:
             raise _timeout() from None
         except BrokerUnavailable:

@@ -68,11 +68,6 @@ CLOSE_NAMES: dict[int, str] = {
     4008: "slow consumer",
 }
 
-TIMEOUT_MESSAGE = (
-    "the broker did not confirm in time: it may or may not have been done; "
-    "retry a publish with the same idempotency_key"
-)
-
 CHAT_CHANNEL = "$chat"
 """The plain-text chat's broadcast channel; ``$`` keeps it out of reach of protocol clients."""
 
@@ -442,26 +437,28 @@ class Hub:
         except FrameError as exc:
             self._error(conn, exc.code, exc.message, exc.frame_id)
             return
-        async with serving.frame_budget(deadline, self.settings.reply_timeout):
-            try:
-                await self._dispatch(conn, frame)
-            except FrameError as exc:
-                self._error(conn, exc.code, exc.message, exc.frame_id)
-            except HookRefusal as exc:
-                message = str(exc) or f"refused by the server: {exc.code}"
-                self._error(conn, exc.code, message, protocol.frame_id(frame))
-            except BrokerTimeout:
-                self._error(conn, ErrorCode.TIMEOUT, TIMEOUT_MESSAGE, protocol.frame_id(frame))
-            except BrokerUnavailable:
-                self._error(
-                    conn,
-                    ErrorCode.UNAVAILABLE,
-                    "broker unreachable, retry later",
-                    protocol.frame_id(frame),
-                )
-            except Exception:
-                log.exception("internal error serving a %s frame", type(frame).__name__)
-                self._error(conn, ErrorCode.INTERNAL, "internal error", protocol.frame_id(frame))
+        await serving.within(deadline, self.settings.reply_timeout, self._serve(conn, frame))
+
+    async def _serve(self, conn: Connection, frame: protocol.ClientFrame) -> None:
+        try:
+            await self._dispatch(conn, frame)
+        except FrameError as exc:
+            self._error(conn, exc.code, exc.message, exc.frame_id)
+        except HookRefusal as exc:
+            message = str(exc) or f"refused by the server: {exc.code}"
+            self._error(conn, exc.code, message, protocol.frame_id(frame))
+        except BrokerTimeout:
+            self._error(conn, ErrorCode.TIMEOUT, serving.TIMEOUT, protocol.frame_id(frame))
+        except BrokerUnavailable:
+            self._error(
+                conn,
+                ErrorCode.UNAVAILABLE,
+                "broker unreachable, retry later",
+                protocol.frame_id(frame),
+            )
+        except Exception:
+            log.exception("internal error serving a %s frame", type(frame).__name__)
+            self._error(conn, ErrorCode.INTERNAL, "internal error", protocol.frame_id(frame))
 
     def handle_binary(self, conn: Connection) -> None:
         if self._within_rate(conn):
@@ -841,9 +838,8 @@ class Hub:
             raise ValueError("idempotency_key must be 1 to 64 characters")
         await self.start()
         timeout = self.settings.reply_timeout
-        async with serving.frame_budget(serving.deadline_in(timeout), timeout):
-            pub = await self.publish_raw(channel, msgspec.json.encode(data), None, idempotency_key)
-        return pub.offset
+        publishing = self.publish_raw(channel, msgspec.json.encode(data), None, idempotency_key)
+        return (await serving.within(serving.deadline_in(timeout), timeout, publishing)).offset
 
     async def publish_raw(
         self,

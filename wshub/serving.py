@@ -21,13 +21,20 @@ import asyncio
 import contextvars
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
 from wshub.brokers import BrokerTimeout, BrokerUnavailable
 
-__all__ = ["MAX_WAITING", "FrameLine", "after_reply", "bounded", "deadline_in", "frame_budget"]
+__all__ = [
+    "MAX_WAITING",
+    "TIMEOUT",
+    "FrameLine",
+    "after_reply",
+    "bounded",
+    "deadline_in",
+    "within",
+]
 
 log = logging.getLogger("wshub.serving")
 
@@ -37,6 +44,12 @@ MAX_WAITING = 64
 """Frames of one connection that may wait for their turn. Beyond that the receive loop waits
 for room: the transport stops being read, as it did for every frame before, but for at most
 one deadline, since the frames ahead of it are answered by then."""
+
+TIMEOUT = (
+    "the broker did not confirm in time: it may or may not have been done; "
+    "retry a publish with the same idempotency_key"
+)
+"""The message of a ``timeout`` error."""
 
 Serve = Callable[[str | None, float | None], Awaitable[None]]
 """Serves one frame: its text (None for a binary frame) and its deadline (loop time)."""
@@ -125,24 +138,25 @@ def deadline_in(timeout: float) -> float | None:
     return asyncio.get_running_loop().time() + timeout if timeout > 0 else None
 
 
-@asynccontextmanager
-async def frame_budget(deadline: float | None, timeout: float) -> AsyncIterator[None]:
-    """Serve one frame under ``deadline``: its broker calls go through :func:`bounded`.
+async def within(deadline: float | None, timeout: float, work: Awaitable[T]) -> T:
+    """Await ``work`` (serving one frame) under ``deadline``: its broker calls go through
+    :func:`bounded`.
 
-    The block must push the frame's reply. Clean-ups deferred with :func:`after_reply` run
-    after the block, before the next frame, each with a deadline of its own (``timeout``
-    from now), so that undoing a failed ``join`` never delays its ``error`` reply.
+    ``work`` must push the frame's reply. Clean-ups deferred with :func:`after_reply` run
+    after it, before the next frame, each with a deadline of its own (``timeout`` from now),
+    so that undoing a failed ``join`` never delays its ``error`` reply.
     """
     budget = FrameBudget(deadline)
     token = _budget.set(budget)
     try:
-        yield
+        result = await work
         for cleanup in budget.later:
-            budget.deadline = asyncio.get_running_loop().time() + timeout if timeout > 0 else None
+            budget.deadline = deadline_in(timeout)
             try:
                 await cleanup()
             except BrokerUnavailable:
                 log.debug("broker unavailable during a clean-up after a reply")
+        return result
     finally:
         _budget.reset(token)
 
@@ -163,23 +177,32 @@ async def bounded(call: Awaitable[T], *, effect: bool) -> T:
     the deadline it raises :class:`BrokerTimeout` (it may have run), otherwise
     :class:`BrokerUnavailable`. A call that the deadline leaves no time for is not made.
     Outside a frame, or with no deadline, the broker's own timeouts bound the call.
+
+    The call's first step runs at once, and a timer is armed only if it has to wait: an
+    in-process broker answers within that step, so its calls cost no timer at all.
     """
     budget = _budget.get()
     deadline = None if budget is None else budget.deadline
-    if deadline is not None and asyncio.get_running_loop().time() >= deadline:
-        if isinstance(call, Coroutine):
-            call.close()  # never started: nothing was sent
-        raise BrokerUnavailable("no time left to reach the broker")
-    timeout = asyncio.timeout_at(deadline)
+    steps = call.__await__()
     try:
-        async with timeout:
-            return await call
-    except TimeoutError:
-        if not timeout.expired():
-            raise
-        if effect:
-            raise BrokerTimeout("the broker did not confirm in time") from None
-        raise BrokerUnavailable("the broker did not answer in time") from None
+        if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+            raise BrokerUnavailable("no time left to reach the broker")
+        try:
+            waiting_on = steps.send(None)
+        except StopIteration as done:
+            result: T = done.value
+            return result
+        timeout = asyncio.timeout_at(deadline)
+        try:
+            async with timeout:
+                rest: T = await _Resumed(steps, waiting_on)
+                return rest
+        except TimeoutError:
+            if not timeout.expired():
+                raise
+            if effect:
+                raise BrokerTimeout("the broker did not confirm in time") from None
+            raise BrokerUnavailable("the broker did not answer in time") from None
     except asyncio.CancelledError:
         task = asyncio.current_task()
         if task is not None and task.cancelling():
@@ -189,3 +212,39 @@ async def bounded(call: Awaitable[T], *, effect: bool) -> T:
         if effect:
             raise BrokerTimeout("the broker call was interrupted") from None
         raise BrokerUnavailable("the broker call was interrupted") from None
+    finally:
+        steps.close()  # a call never started is closed unsent; a finished one: no-op
+
+
+class _Resumed:
+    """The rest of an awaitable whose first step already ran and yielded ``waiting_on``.
+
+    ``await`` on it continues exactly as ``await`` on the original would have (the
+    ``yield from`` protocol): results and exceptions, cancellation included, go down to the
+    call, and what it waits on goes up to the task.
+    """
+
+    __slots__ = ("_steps", "_waiting_on")
+
+    def __init__(self, steps: Generator[Any, Any, Any], waiting_on: Any) -> None:
+        self._steps = steps
+        self._waiting_on = waiting_on
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        steps, waiting_on = self._steps, self._waiting_on
+        while True:
+            try:
+                sent = yield waiting_on
+            except GeneratorExit:
+                steps.close()
+                raise
+            except BaseException as exc:
+                try:
+                    waiting_on = steps.throw(exc)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    waiting_on = steps.send(sent)
+                except StopIteration as done:
+                    return done.value

@@ -14,6 +14,8 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import websockets
+
 from tests.conftest import ServerFactory
 from tests.support import Client, RedisProcess, connect
 
@@ -64,7 +66,9 @@ async def test_a_client_waiting_on_a_frozen_redis_is_answered_and_kept(
             assert (reply["type"], reply["code"]) == ("error", "timeout"), reply
             assert took < BOUND + SLACK
             # Two frames at once: the join is cut off at its deadline, and the ping behind
-            # it is answered after it, in order, within the same bound.
+            # it is answered after it, in order, within the same bound. Served in the
+            # receive loop, the join would leave the ping unread, the transport paused and
+            # the WebSocket pongs unread: keepalive would drop this live client at 3 s.
             await alice.send({"type": "join", "channel": fresh, "id": "j"})
             await alice.send({"type": "ping", "id": "p"})
             sent = time.monotonic()
@@ -142,3 +146,28 @@ async def test_a_retry_after_a_timeout_in_a_freeze_publishes_once(
         ]
         history = await pub.request({"type": "history", "channel": channel})
         assert [m["data"] for m in history["messages"]] == ["first", "retried", "mark"]
+
+
+async def test_a_client_connecting_to_a_frozen_redis_is_read_until_welcome(
+    make_server: ServerFactory, redis: RedisProcess
+) -> None:
+    node = make_server("--broker", redis.url, "--reply-timeout", "1", *KEEPALIVE)
+    channel = room()
+    with frozen(redis):
+        # Greeting waits on Redis (direct messages to "bob" must reach this node); frames
+        # sent meanwhile wait behind it, and the connection is read all along.
+        async with websockets.connect(f"{node.url}/ws?user=bob", close_timeout=1) as ws:
+            bob = Client(ws)
+            await bob.send({"type": "join", "channel": channel, "id": 1})
+            await bob.send({"type": "ping", "id": 2})
+            welcome = await bob.recv(10)
+            assert welcome["type"] == "welcome"
+            joined, pong = await bob.recv(5), await bob.recv(5)
+            assert (joined["id"], joined["code"]) == (1, "unavailable")
+            assert pong == {"type": "pong", "id": 2}
+            stalled = time.monotonic()
+            while time.monotonic() - stalled < 3.5:  # past the keepalive's limit
+                assert (await bob.request({"type": "ping"}))["type"] == "pong"
+                await asyncio.sleep(0.5)
+            redis.proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+            assert (await bob.join(channel))["type"] == "joined"

@@ -158,11 +158,10 @@ def _unavailable() -> HTTPException:
     return HTTPException(503, "broker unreachable, retry later", headers={"Retry-After": "1"})
 
 
-def _timeout() -> HTTPException:
+def _timeout(done: str = "published") -> HTTPException:
+    retry = "; retry with the same idempotency_key" if done == "published" else ""
     return HTTPException(
-        504,
-        "the broker did not confirm in time: it may or may not have been published; "
-        "retry with the same idempotency_key",
+        504, f"the broker did not confirm in time: it may or may not have been {done}{retry}"
     )
 
 
@@ -256,6 +255,8 @@ def build_api(hub: Hub, api_key: str) -> APIRouter:
         data = _json_data(body.data)
         try:
             await hub.send(body.to, msgspec.Raw(data))
+        except BrokerTimeout:  # it may have been delivered
+            raise _timeout("delivered") from None
         except BrokerUnavailable:
             raise _unavailable() from None
 

@@ -142,6 +142,13 @@ class _Endpoint:
     async def closed(self, conn: Connection, code: int | None) -> None:
         await self.hub.disconnect(conn, code)
 
+    async def _open(self, conn: Connection) -> None:
+        try:
+            await self.opened(conn)
+        except Exception:
+            log.exception("could not open a %s connection", self.kind)
+            conn.close(1011, "internal error")
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
             return
@@ -176,8 +183,8 @@ class _Endpoint:
             # Frames are served in order by the line's task, so that this loop goes on
             # reading (pongs above all) while one of them waits on the broker.
             line = FrameLine(serve, hub.settings.reply_timeout)
+            line.open_with(self._open(conn))
             try:
-                await self.opened(conn)
                 while True:
                     message = await receive()
                     kind = message["type"]

@@ -61,7 +61,7 @@ class FrameLine:
     The task exists only while frames wait: an idle connection costs no task.
     """
 
-    __slots__ = ("_bound", "_room", "_serve", "_timeout", "_waiting", "_worker")
+    __slots__ = ("_bound", "_first", "_room", "_serve", "_timeout", "_waiting", "_worker")
 
     def __init__(self, serve: Serve, timeout: float, bound: int = MAX_WAITING) -> None:
         self._serve = serve
@@ -70,6 +70,13 @@ class FrameLine:
         self._waiting: deque[tuple[str | None, float | None]] = deque()
         self._worker: asyncio.Task[None] | None = None
         self._room: asyncio.Future[None] | None = None
+        self._first: Awaitable[None] | None = None
+
+    def open_with(self, work: Awaitable[None]) -> None:
+        """Run ``work`` (greeting the client, which may wait on the broker) before any frame,
+        in the serving task, so that the connection is read meanwhile."""
+        self._first = work
+        self._worker = asyncio.get_running_loop().create_task(self._work())
 
     @property
     def waiting(self) -> int:
@@ -105,6 +112,9 @@ class FrameLine:
     async def _work(self) -> None:
         waiting = self._waiting
         try:
+            first, self._first = self._first, None
+            if first is not None:
+                await first
             while waiting:
                 text, deadline = waiting.popleft()
                 room = self._room
@@ -112,6 +122,8 @@ class FrameLine:
                     room.set_result(None)
                 try:
                     await self._serve(text, deadline)
+                except BrokerUnavailable:  # e.g. a chat line: the outage is logged once
+                    log.debug("broker unavailable: a frame was not served")
                 except Exception:  # one frame's failure must not stop the ones behind it
                     log.exception("failed to serve a frame")
         finally:

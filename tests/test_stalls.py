@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import websockets
 
 from tests.conftest import ServerFactory
@@ -171,3 +172,31 @@ async def test_a_client_connecting_to_a_frozen_redis_is_read_until_welcome(
                 await asyncio.sleep(0.5)
             redis.proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
             assert (await bob.join(channel))["type"] == "joined"
+
+
+async def test_the_http_api_answers_a_frozen_redis_in_time_and_a_retry_publishes_once(
+    make_server: ServerFactory, redis: RedisProcess
+) -> None:
+    node = make_server("--broker", redis.url, "--reply-timeout", "1", WSHUB_API_KEY="k")
+    channel = room()
+    body = {"channel": channel, "data": "paid", "idempotency_key": "order-1-paid"}
+    async with httpx.AsyncClient(
+        base_url=node.http, headers={"Authorization": "apikey k"}, timeout=10
+    ) as api:
+        with frozen(redis):
+            started = time.monotonic()
+            published = await api.post("/api/publish", json=body)
+            sent = await api.post("/api/send", json={"to": "alice", "data": 1})
+            assert (published.status_code, sent.status_code) == (504, 504)
+            assert "idempotency_key" in published.json()["detail"]
+            assert time.monotonic() - started < 2 * (1 + SLACK)
+        for _ in range(20):
+            retried = await api.post("/api/publish", json=body)
+            if retried.status_code == 200:
+                break
+            assert retried.status_code in (503, 504), retried.text
+            await asyncio.sleep(0.2)
+        assert retried.status_code == 200, retried.text
+        assert retried.json()["offset"] == 1
+        page = await api.get(f"/api/channels/{channel}/history")
+        assert [m["data"] for m in page.json()["messages"]] == ["paid"]

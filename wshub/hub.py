@@ -859,9 +859,13 @@ class Hub:
         return pub
 
     async def send(self, user: str, data: Any, sender: str | None = None) -> None:
-        """Send ``data`` to every connection of ``user``, on every node."""
+        """Send ``data`` to every connection of ``user``, on every node, within
+        ``settings.reply_timeout`` (else :class:`~wshub.brokers.BrokerTimeout`: it may have
+        been delivered, or :class:`~wshub.brokers.BrokerUnavailable`: it was not)."""
         await self.start()
-        await self._send_direct(user, Raw(msgspec.json.encode(data)), sender)
+        timeout = self.settings.reply_timeout
+        sending = self._send_direct(user, Raw(msgspec.json.encode(data)), sender)
+        await serving.within(serving.deadline_in(timeout), timeout, sending)
 
     async def _send_direct(self, user: str, data: Raw, sender: str | None) -> None:
         direct = protocol.Direct(from_=sender, data=data, ts=_now_ms())

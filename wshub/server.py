@@ -25,6 +25,7 @@ from wshub.connection import Connection, FastPath
 from wshub.dashboard import admin_router
 from wshub.handshake import Handshake
 from wshub.hub import Hub, Refusal
+from wshub.protocol import CloseCode
 from wshub.serving import FrameLine
 
 __all__ = ["AsgiLink", "build_router", "create_app"]
@@ -147,7 +148,7 @@ class _Endpoint:
             await self.opened(conn)
         except Exception:
             log.exception("could not open a %s connection", self.kind)
-            conn.close(1011, "internal error")
+            conn.close(CloseCode.INTERNAL_ERROR, "internal error")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":

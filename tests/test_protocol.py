@@ -57,6 +57,21 @@ def test_publish_data_is_kept_raw_and_big_numbers_survive() -> None:
     assert bytes(frame.data) == b"123456789012345678901234"  # type: ignore[arg-type]
 
 
+def test_publish_takes_an_idempotency_key_of_1_to_64_characters() -> None:
+    base = '{"type":"publish","channel":"a","data":1,"id":4'
+    assert isinstance(frame := decode_client_frame(base + "}"), protocol.Publish)
+    assert frame.idempotency_key is UNSET
+    for key in ("k", "é" * 64, "with spaces {and} braces"):
+        frame = decode_client_frame(base + f',"idempotency_key":{json.dumps(key)}}}')
+        assert isinstance(frame, protocol.Publish) and frame.idempotency_key == key
+        assert protocol.is_idempotency_key(key)
+    for bad in ('""', json.dumps("k" * 65), "7", "null", '["k"]'):
+        error = decode_error(base + f',"idempotency_key":{bad}}}')
+        assert (error.code, error.frame_id) == (ErrorCode.BAD_REQUEST, 4)
+        assert '"idempotency_key"' in error.message
+    assert not protocol.is_idempotency_key("") and not protocol.is_idempotency_key("k" * 65)
+
+
 @pytest.mark.parametrize(
     ("text", "code", "frame_id"),
     [

@@ -200,3 +200,21 @@ async def test_the_http_api_answers_a_frozen_redis_in_time_and_a_retry_publishes
         assert retried.json()["offset"] == 1
         page = await api.get(f"/api/channels/{channel}/history")
         assert [m["data"] for m in page.json()["messages"]] == ["paid"]
+
+
+async def test_a_key_is_remembered_for_the_idempotency_ttl_on_redis(
+    make_server: ServerFactory, redis: RedisProcess
+) -> None:
+    node = make_server("--broker", redis.url, "--idempotency-ttl", "1")
+    channel = room()
+    async with connect(node.url, "pub") as pub:
+        frame = {"type": "publish", "channel": channel, "data": 1, "idempotency_key": "k"}
+        started = time.monotonic()  # before the key is set, so its expiry is after + 1 s
+        first = await pub.request(frame)
+        assert first["offset"] == 1
+        while (reply := await pub.request(frame))["offset"] == 1:  # a repeat, until it expires
+            assert time.monotonic() - started < 5, "the key was never forgotten"
+            await asyncio.sleep(0.1)
+        assert time.monotonic() - started > 0.9
+        assert reply["offset"] == 2  # a new publication, remembered again
+        assert (await pub.request(frame))["offset"] == 2

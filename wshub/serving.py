@@ -137,7 +137,7 @@ class FrameBudget:
 
     def __init__(self, deadline: float | None) -> None:
         self.deadline = deadline
-        self.later: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        self.later: list[Callable[[], Coroutine[Any, Any, None]]] | None = None
 
 
 _budget: contextvars.ContextVar[FrameBudget | None] = contextvars.ContextVar(
@@ -162,7 +162,7 @@ async def within(deadline: float | None, timeout: float, work: Awaitable[T]) -> 
     token = _budget.set(budget)
     try:
         result = await work
-        for cleanup in budget.later:
+        for cleanup in budget.later or ():
             budget.deadline = deadline_in(timeout)
             try:
                 await cleanup()
@@ -178,6 +178,8 @@ async def after_reply(cleanup: Callable[[], Coroutine[Any, Any, None]]) -> None:
     budget = _budget.get()
     if budget is None:
         await cleanup()
+    elif budget.later is None:
+        budget.later = [cleanup]
     else:
         budget.later.append(cleanup)
 
@@ -195,10 +197,14 @@ async def bounded(call: Awaitable[T], *, effect: bool) -> T:
     """
     budget = _budget.get()
     deadline = None if budget is None else budget.deadline
-    steps = call.__await__()
     try:
-        if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+        if deadline is None:
+            return await call
+        if asyncio.get_running_loop().time() >= deadline:
+            if isinstance(call, Coroutine):
+                call.close()  # never started: nothing was sent
             raise BrokerUnavailable("no time left to reach the broker")
+        steps = call.__await__()
         try:
             waiting_on = steps.send(None)
         except StopIteration as done:
@@ -224,8 +230,6 @@ async def bounded(call: Awaitable[T], *, effect: bool) -> T:
         if effect:
             raise BrokerTimeout("the broker call was interrupted") from None
         raise BrokerUnavailable("the broker call was interrupted") from None
-    finally:
-        steps.close()  # a call never started is closed unsent; a finished one: no-op
 
 
 class _Resumed:

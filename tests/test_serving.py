@@ -67,6 +67,31 @@ async def test_a_call_that_waits_gets_its_result_and_its_exceptions() -> None:
     assert await within(deadline_in(5), 5, bounded(asyncio.shield(future), effect=False)) == 7
 
 
+async def test_a_timeout_error_of_the_call_itself_is_not_taken_for_the_deadline() -> None:
+    async def own_timeout() -> None:
+        await asyncio.sleep(0)
+        raise TimeoutError("the call's own")
+
+    with pytest.raises(TimeoutError, match="own"):
+        await within(deadline_in(5), 5, bounded(own_timeout(), effect=True))
+
+
+async def test_a_call_dropped_half_way_is_closed_too() -> None:
+    closed = asyncio.Event()
+    never = asyncio.Event()
+
+    async def call() -> None:
+        try:
+            await never.wait()
+        finally:
+            closed.set()
+
+    frame = within(deadline_in(5), 5, bounded(call(), effect=True))
+    frame.send(None)  # suspended inside the call, as a task would leave it
+    frame.close()  # the task is gone (say, garbage-collected): the call must not leak
+    assert closed.is_set()
+
+
 async def test_a_future_cancelled_inside_the_broker_is_a_broker_failure() -> None:
     async def confirmation_lost(effect: bool) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -113,6 +138,28 @@ async def test_clean_ups_run_after_the_work_with_a_deadline_of_their_own() -> No
 
 
 # --- the line -------------------------------------------------------------------------------
+
+
+async def test_a_frame_the_broker_could_not_serve_does_not_stop_the_line() -> None:
+    done: list[str | None] = []
+
+    async def serve(text: str | None, deadline: float | None) -> None:
+        if text == "chat line during an outage":
+            raise BrokerUnavailable("down")
+        done.append(text)
+
+    line = FrameLine(serve, timeout=5)
+    greeted = asyncio.Event()
+
+    async def greet() -> None:
+        await asyncio.sleep(0)
+        greeted.set()
+
+    line.open_with(greet())
+    await line.put("chat line during an outage")
+    await line.put("next")
+    await line.finish()
+    assert greeted.is_set() and done == ["next"]
 
 
 class Served:

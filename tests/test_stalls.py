@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
 import websockets
 
 from tests.conftest import ServerFactory
@@ -218,3 +219,26 @@ async def test_a_key_is_remembered_for_the_idempotency_ttl_on_redis(
         assert time.monotonic() - started > 0.9
         assert reply["offset"] == 2  # a new publication, remembered again
         assert (await pub.request(frame))["offset"] == 2
+
+
+async def test_the_chat_closes_with_1011_while_redis_is_down(
+    make_server: ServerFactory, redis: RedisProcess
+) -> None:
+    node = make_server("--broker", redis.url)
+    redis.stop()
+    async with websockets.connect(f"{node.url}/ws/carol", close_timeout=1) as ws:
+        with pytest.raises(websockets.ConnectionClosedError) as closed:
+            await asyncio.wait_for(ws.recv(), 10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+    assert "broker unavailable" in closed.value.rcvd.reason
+    redis.start()
+    deadline = time.monotonic() + 15
+    while True:  # the node reconnects by itself; the chat works again
+        try:
+            async with websockets.connect(f"{node.url}/ws/carol", close_timeout=1) as ws:
+                await ws.send("back")
+                assert await asyncio.wait_for(ws.recv(), 5) == "You wrote: back"
+                break
+        except websockets.ConnectionClosedError:
+            assert time.monotonic() < deadline, "the chat never came back"
+            await asyncio.sleep(0.2)

@@ -21,6 +21,7 @@ from starlette.routing import WebSocketRoute
 
 from wshub import __version__, api_docs, asyncapi, browser_routes, metrics
 from wshub.auth import Identity
+from wshub.brokers import BrokerUnavailable
 from wshub.connection import Connection, FastPath
 from wshub.dashboard import admin_router
 from wshub.handshake import Handshake
@@ -146,6 +147,9 @@ class _Endpoint:
     async def _open(self, conn: Connection) -> None:
         try:
             await self.opened(conn)
+        except BrokerUnavailable:  # the chat cannot join its broadcast: come back later
+            log.warning("broker unavailable: a %s connection was closed with 1011", self.kind)
+            conn.close(CloseCode.INTERNAL_ERROR, "broker unavailable: reconnect later")
         except Exception:
             log.exception("could not open a %s connection", self.kind)
             conn.close(CloseCode.INTERNAL_ERROR, "internal error")

@@ -235,9 +235,15 @@ async def test_the_chat_closes_with_1011_while_redis_is_down(
     deadline = time.monotonic() + 15
     while True:  # the node reconnects by itself; the chat works again
         try:
-            async with websockets.connect(f"{node.url}/ws/carol", close_timeout=1) as ws:
-                await ws.send("back")
-                assert await asyncio.wait_for(ws.recv(), 5) == "You wrote: back"
+            async with websockets.connect(f"{node.url}/ws/dave", close_timeout=1) as dave:
+                await dave.send("back")
+                assert await asyncio.wait_for(dave.recv(), 5) == "You wrote: back"
+                redis.stop()
+                for line in ("still here", "and here"):  # echoed, though not broadcast
+                    await dave.send(line)
+                    while (got := await asyncio.wait_for(dave.recv(), 5)).startswith("Client"):
+                        pass
+                    assert got == f"You wrote: {line}"
                 break
         except websockets.ConnectionClosedError:
             assert time.monotonic() < deadline, "the chat never came back"

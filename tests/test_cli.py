@@ -28,6 +28,7 @@ FLAGS = {
     "--ping-interval": "20",
     "--ping-timeout": "20",
     "--presence-ttl": "30",
+    "--broker-timeout": "10",
     "--jwt-secret": "(none: open mode)",
     "--jwt-public-key": "(none: open mode)",
     "--allowed-origins": "(any origin)",

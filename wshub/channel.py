@@ -7,9 +7,14 @@ subscriber. This class keeps that stream in offset order with no gaps and no rep
   from history, or the broker repeated it);
 - a publication beyond the next offset reveals a gap (a shared broker's pub/sub is at most
   once). It is held, with everything after it, until the hub has fetched the missing ones from
-  history (:meth:`repaired`) or given up on them (:meth:`skip`);
+  history (:meth:`repaired`) or given up on them (:meth:`skip`; see ``wshub.gaps``);
 - joins in progress get their live messages held aside until their ``joined`` reply is queued
   (see ``Hub._join``).
+
+Both holds are bounded. A channel holds at most half a subscriber's queue while a gap is
+filled, so that releasing it cannot overflow a queue that was keeping up; beyond that it keeps
+only the newest publication, whose offset says what to fetch from history next. A join holds
+at most a queue's worth; beyond that the joiner is a slow consumer.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ class Gap:
 
 class LocalChannel:
     __slots__ = (
+        "behind",
         "epoch",
         "held",
         "held_back",
@@ -61,7 +67,9 @@ class LocalChannel:
         "name",
         "on_fan_out",
         "pending",
+        "stale",
         "subscribed",
+        "syncing",
     )
 
     def __init__(
@@ -81,6 +89,10 @@ class LocalChannel:
         self.epoch = ""
         self.last_offset = -1  # unknown until the first join learns the channel's position
         self.held: list[Publication] | None = None  # not None while a gap is being repaired
+        self.behind: Publication | None = None
+        """The newest publication that arrived while ``held`` was full."""
+        self.stale = False  # its position must be read again (the broker reconnected)
+        self.syncing = False  # ... and a task is doing it
         self.subscribed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def empty(self) -> bool:
@@ -107,7 +119,10 @@ class LocalChannel:
         """Fan a publication out in order, or hold it and return the gap it revealed."""
         held = self.held
         if held is not None:
-            held.append(pub)
+            if len(held) < max(1, self.held_back // 2):
+                held.append(pub)
+            else:
+                self.behind = pub
             return None
         if self.last_offset >= 0:
             if pub.epoch == self.epoch:
@@ -144,6 +159,15 @@ class LocalChannel:
         self.epoch, self.last_offset = gap.epoch, gap.upto
         return self._release(held)
 
+    def abandon(self) -> None:
+        """Stop holding, after a repair failed: what was held is dropped (the caller closes
+        the subscribers, who rejoin with ``since``)."""
+        if self.held is not None:
+            newest = self.behind or (self.held[-1] if self.held else None)
+            self.held = self.behind = None
+            if newest is not None:
+                self.epoch, self.last_offset = newest.epoch, newest.offset
+
     def _release(self, held: list[Publication]) -> Gap | None:
         for i, pub in enumerate(held):
             gap = self.deliver(pub)
@@ -151,6 +175,9 @@ class LocalChannel:
                 assert self.held is not None
                 self.held.extend(held[i + 1 :])
                 return gap
+        behind, self.behind = self.behind, None
+        if behind is not None:  # what overflowed the hold: a gap up to it, or nothing
+            return self.deliver(behind)
         return None
 
     def _fan_out(self, pub: Publication) -> None:

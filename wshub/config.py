@@ -60,6 +60,9 @@ class Settings:
     unreachable: its broker calls are cut off then (``timeout`` or ``unavailable``); 0: no bound."""
     idempotency_ttl: float = 300
     """Seconds a publication's ``idempotency_key`` is remembered, per channel."""
+    broker_timeout: float = 10
+    """Seconds a shared broker may stay silent (a command unanswered, the pub/sub link quiet)
+    before it is taken for dead: the node answers ``unavailable``/``timeout`` and reconnects."""
     close_timeout: float = 5
     """Seconds a closing frame may wait to be flushed before the TCP connection is dropped."""
     retry_after: int = 1
@@ -86,5 +89,7 @@ class Settings:
         for name in _AT_LEAST_ONE:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.broker_timeout <= 0:
+            raise ValueError(f"broker_timeout must be above 0, got {self.broker_timeout}")
         if self.retry_after < 1:
             raise ValueError(f"retry_after must be at least 1, got {self.retry_after}")

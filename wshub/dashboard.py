@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import hmac
 import json
+import logging
 import os
 import socket
 import time
@@ -38,6 +39,8 @@ __all__ = [
 
 CHANNELS_SHOWN: Final = 200
 """Channels listed in the stats, busiest first; ``channels_total`` says how many exist."""
+
+log = logging.getLogger("wshub.dashboard")
 
 SHARE_SECONDS: Final = 2.0
 
@@ -99,13 +102,16 @@ async def sample_queues(hub: Hub, started: float, every: float = 1.0) -> None:
     share this node's figures with the cluster every :data:`SHARE_SECONDS`."""
     last_shared = 0.0
     while True:
-        queues = hub.metrics.sample_queues(hub.queue_depths())
-        now = time.monotonic()
-        if now - last_shared >= SHARE_SECONDS and hub.serving:
-            last_shared = now
-            stats = json.dumps(node_stats(hub, started, queues)).encode()
-            with contextlib.suppress(BrokerUnavailable):
-                await hub.broker.share_stats(hub.node, stats, 3 * SHARE_SECONDS)
+        try:
+            queues = hub.metrics.sample_queues(hub.queue_depths())
+            now = time.monotonic()
+            if now - last_shared >= SHARE_SECONDS and hub.serving:
+                last_shared = now
+                stats = json.dumps(node_stats(hub, started, queues)).encode()
+                with contextlib.suppress(BrokerUnavailable):
+                    await hub.broker.share_stats(hub.node, stats, 3 * SHARE_SECONDS)
+        except Exception:  # the gauges must keep going: log, and sample again next time
+            log.exception("sampling the dashboard's figures failed")
         await asyncio.sleep(every)
 
 

@@ -24,11 +24,12 @@ from msgspec import UNSET, Raw
 
 from wshub import __version__, protocol, serving
 from wshub.brokers import Broker, BrokerTimeout, BrokerUnavailable, create_broker
-from wshub.channel import Gap, LocalChannel, PendingJoin
+from wshub.channel import LocalChannel, PendingJoin
 from wshub.config import Settings
 from wshub.connection import AsgiConnection, Connection, Link
 from wshub.direct import DirectConnection, Flusher
 from wshub.frame import Frame
+from wshub.gaps import GapFiller
 from wshub.history import history_frame
 from wshub.hooks import Authorize, HookRefusal, OnConnect, OnDisconnect, OnPublish
 from wshub.metrics import HubMetrics
@@ -124,6 +125,7 @@ class Hub:
         self._draining = False
         self._start_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._gaps = GapFiller(self.broker, self._channels, self._spawn, frozenset([CHAT_CHANNEL]))
         self._router: APIRouter | None = None
         self._flusher = Flusher()
         self.clock: Callable[[], float] = time.monotonic
@@ -720,11 +722,7 @@ class Hub:
     # --- deliveries from the broker (BrokerSink) -------------------------------------------
 
     def deliver(self, pub: Publication) -> None:
-        ch = self._channels.get(pub.channel)
-        if ch is not None:
-            gap = ch.deliver(pub)
-            if gap is not None:
-                self._spawn(self._repair(ch, gap))
+        self._gaps.deliver(pub)
 
     def _fanned_out(self, pub: Publication, pushed: int) -> None:
         self.metrics.fanned_out(pushed, time.time() - pub.ts / 1000)
@@ -736,57 +734,7 @@ class Hub:
 
     def resync(self) -> None:
         """The broker may have lost deliveries (it reconnected): look for gaps everywhere."""
-        for ch in list(self._channels.values()):
-            if ch.last_offset >= 0 and ch.name != CHAT_CHANNEL:
-                self._spawn(self._catch_up(ch))
-
-    async def _catch_up(self, ch: LocalChannel) -> None:
-        try:
-            rec = await self.broker.recover(ch.name, None, None)
-        except BrokerUnavailable:
-            return  # the broker will ask again when it is back
-        if rec.epoch == ch.epoch and rec.offset <= ch.last_offset:
-            return
-        gap = Gap(rec.epoch, ch.last_offset if rec.epoch == ch.epoch else 0, rec.offset)
-        if gap.upto == 0:  # a new, empty epoch: nothing was missed, offsets restart
-            ch.epoch, ch.last_offset = rec.epoch, 0
-        elif ch.hold(gap):
-            await self._repair(ch, gap)
-
-    async def _repair(self, ch: LocalChannel, gap: Gap) -> None:
-        """Fetch a gap's publications from history, or cut off the subscribers that missed them.
-
-        A shared broker's pub/sub delivers at most once; the offsets say when it did not.
-        Subscribers whose stream cannot be made whole are closed with 1011 so that they
-        reconnect and rejoin with ``since``, and learn from ``recovered`` what they lost.
-        """
-        next_gap: Gap | None = gap
-        while next_gap is not None:
-            gap = next_gap
-            missing: list[Publication] | None = None
-            try:
-                epoch, pubs = await self.broker.history(
-                    ch.name, gap.after, gap.epoch, gap.upto - gap.after
-                )
-                if epoch == gap.epoch and [p.offset for p in pubs] == list(
-                    range(gap.after + 1, gap.upto + 1)
-                ):
-                    missing = pubs
-            except BrokerUnavailable:
-                pass
-            if missing is not None:
-                log.info("%s: recovered %d missed messages", ch.name, len(missing))
-                next_gap = ch.repaired(missing)
-            else:
-                log.warning(
-                    "%s: messages %d..%d missed and not in history; closing subscribers",
-                    ch.name,
-                    gap.after + 1,
-                    gap.upto,
-                )
-                for conn in ch.subscribers():
-                    conn.close(protocol.CloseCode.INTERNAL_ERROR, "missed messages: rejoin")
-                next_gap = ch.skip(gap)
+        self._gaps.resync()
 
     def deliver_direct(self, user: str, frame: str) -> None:
         conns = self._users.get(user)

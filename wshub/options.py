@@ -147,6 +147,12 @@ class ServeConfig:
         _D.idempotency_ttl,
         "Seconds a publish's idempotency_key is remembered: a repeat is answered as the first.",
     )
+    broker_timeout: float = setting(
+        _D.broker_timeout,
+        "Seconds a shared broker may stay silent before the node takes it for dead: commands "
+        "get timeout, a quiet pub/sub link is replaced (/readyz says 503 meanwhile).",
+        minimum=0.1,
+    )
     drain_seconds: float = setting(
         10,
         "On SIGTERM/SIGINT, seconds over which clients are closed with 1001, in batches, so "

@@ -8,11 +8,14 @@ that one channel's keys live on one shard):
 - ``P:{C}:pub``    pub/sub channel: ``m`` + entry (a message), ``e`` + event
 - ``P:{C}:idem:<key>``  string ``"<offset> <epoch> <ts>"``: a publication's idempotency key,
   for the idempotency TTL
-- ``P:{C}:conns``  hash: ``"<node> <session>"`` -> user, one field per joined connection
+- ``P:{C}:conns:<node>``  hash: session -> user, one field per connection a node has joined
 - ``P:{C}:users``  hash: user -> number of joined connections
 - ``P:{C}:umeta``  hash: user -> presence meta of the user's latest join
 - ``P:channels``   hash: channel -> joined connections, cluster-wide
 - ``P:nodes``      sorted set: node -> time of its last heartbeat (ms)
+- ``P:nodes:clock`` time of the last heartbeat of any node (ms), to see a stall of Redis itself
+- ``P:nodes:evicted``   sorted set: evicted node -> when (tombstones, so it knows to come back)
+- ``P:nodes:evicting``  sorted set: evicted node -> when its cleanup was handed out
 - ``P:node:<id>:chans``  set of the channels where a node has presence entries
 - ``P:user:{U}``   pub/sub channel: ``d`` + frame (direct message), ``k`` (disconnect)
 
@@ -79,8 +82,9 @@ end
 return out
 """
 
-# KEYS: conns, users, umeta, channels, node chans. ARGV: field, user, meta, channel.
-# Returns 1 when this is the user's first connection in the channel.
+# KEYS: node's conns in the channel, users, umeta, channels, node chans.
+# ARGV: session, user, meta, channel. Returns 1 when this is the user's first connection in the
+# channel. Idempotent: adding a connection that is there changes nothing but the meta.
 PRESENCE_ADD: Final = """
 local new = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
@@ -92,10 +96,11 @@ end
 return 0
 """
 
-# KEYS: conns, users, umeta, channels. ARGV: field, user, channel.
-# Returns the user's meta when this was their last connection in the channel, else nil.
+# KEYS: node's conns in the channel, users, umeta, channels, node chans. ARGV: session, user,
+# channel. Returns the user's meta when this was their last connection in the channel, else nil.
 PRESENCE_REMOVE: Final = """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return false end
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[5], ARGV[3]) end
 if redis.call('HINCRBY', KEYS[4], ARGV[3], -1) <= 0 then redis.call('HDEL', KEYS[4], ARGV[3]) end
 if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then
   redis.call('HDEL', KEYS[2], ARGV[2])
@@ -106,50 +111,86 @@ end
 return false
 """
 
-# KEYS: nodes. ARGV: prefix, this node, dead after ms, "1" to evict this node itself (leaving).
-# Records this node's heartbeat (unless leaving), then removes the presence entries of every
-# node whose heartbeat is too old. Returns {added, channel, user, meta, ...}: ``added`` is 1
-# when this node was not registered (it was evicted, or Redis lost its data), followed by the
-# users who thereby left a channel for good. Only one node can evict a given dead node.
+# KEYS: nodes, clock, evicted, evicting. ARGV: this node, mode ("beat", "join" or "leave"),
+# dead after ms, beat ms, keep ms, most victims.
+#
+# Time during which no node at all beat (Redis stalled, or was frozen) counts against no node:
+# every score moves forward by it, so the first beat after a stall evicts nobody who was alive.
+# "beat" records this node's heartbeat if it is registered, and returns its state: 0 registered,
+# 1 evicted (its users were announced gone: it must register them again, announced), 2 unknown
+# (Redis lost its data: register again, quietly). "join" registers it (after such a state, or at
+# start); "leave" removes it. Then nodes silent for too long are evicted: moved to ``evicting``
+# (to be cleaned up, channel by channel, with EVICT) and ``evicted`` (their tombstone, kept
+# ``keep ms``). A cleanup that nobody finished within ``dead after ms`` is handed out again.
+# Returns {state, victims...}. Work is bounded by the number of nodes and ``most victims``.
 HEARTBEAT: Final = """
-local prefix = ARGV[1]
+local me, mode = ARGV[1], ARGV[2]
+local dead_after, beat, keep, most = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]),
+  tonumber(ARGV[6])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local added = 0
-local victims
-if ARGV[4] == '1' then
-  victims = {ARGV[2]}
-else
-  added = redis.call('ZADD', KEYS[1], now, ARGV[2])
-  victims = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - tonumber(ARGV[3])))
-end
-local out = {added}
-for _, node in ipairs(victims) do
-  redis.call('ZREM', KEYS[1], node)
-  local setkey = prefix .. ':node:' .. node .. ':chans'
-  local mine = node .. ' '
-  for _, ch in ipairs(redis.call('SMEMBERS', setkey)) do
-    local base = prefix .. ':{' .. ch .. '}'
-    local conns = redis.call('HGETALL', base .. ':conns')
-    for i = 1, #conns, 2 do
-      local field, user = conns[i], conns[i + 1]
-      if string.sub(field, 1, #mine) == mine then
-        redis.call('HDEL', base .. ':conns', field)
-        if redis.call('HINCRBY', prefix .. ':channels', ch, -1) <= 0 then
-          redis.call('HDEL', prefix .. ':channels', ch)
-        end
-        if redis.call('HINCRBY', base .. ':users', user, -1) <= 0 then
-          redis.call('HDEL', base .. ':users', user)
-          local meta = redis.call('HGET', base .. ':umeta', user) or 'null'
-          redis.call('HDEL', base .. ':umeta', user)
-          out[#out + 1] = ch
-          out[#out + 1] = user
-          out[#out + 1] = meta
-        end
-      end
-    end
+local last = tonumber(redis.call('GET', KEYS[2]) or now)
+local quiet = now - last - beat
+if quiet > 0 then
+  local scores = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+  for i = 1, #scores, 2 do
+    redis.call('ZADD', KEYS[1], tonumber(scores[i + 1]) + quiet, scores[i])
   end
-  redis.call('DEL', setkey)
 end
+redis.call('SET', KEYS[2], now, 'PX', keep)
+local state = 0
+local victims = {}
+if mode == 'leave' then
+  redis.call('ZREM', KEYS[1], me)
+  redis.call('ZADD', KEYS[4], now, me)
+  victims[1] = me
+elseif mode == 'join' then
+  redis.call('ZADD', KEYS[1], now, me)
+  redis.call('ZREM', KEYS[3], me)
+  redis.call('ZREM', KEYS[4], me)
+elseif redis.call('ZSCORE', KEYS[1], me) then
+  redis.call('ZADD', KEYS[1], now, me)
+elseif redis.call('ZSCORE', KEYS[3], me) then
+  state = 1
+else
+  state = 2
+end
+local cutoff = '(' .. (now - dead_after)
+for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff, 'LIMIT', 0, most)) do
+  redis.call('ZREM', KEYS[1], node)
+  redis.call('ZADD', KEYS[3], now, node)
+  redis.call('ZADD', KEYS[4], now, node)
+  victims[#victims + 1] = node
+end
+for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', cutoff, 'LIMIT', 0, most)) do
+  redis.call('ZADD', KEYS[4], now, node)
+  victims[#victims + 1] = node
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (now - keep))
+local out = {state}
+for _, node in ipairs(victims) do out[#out + 1] = node end
+return out
+"""
+
+# KEYS: the node's conns in the channel, users, umeta, channels, node chans, nodes.
+# ARGV: node, channel. Removes an evicted (or leaving) node's connections from one channel;
+# returns {user, meta, ...} for the users who thereby left it. Idempotent, and a no-op for a
+# node that registered again meanwhile, so a late or repeated cleanup cannot undo a return.
+EVICT: Final = """
+if redis.call('ZSCORE', KEYS[6], ARGV[1]) then return {} end
+local out = {}
+local conns = redis.call('HGETALL', KEYS[1])
+for i = 2, #conns, 2 do
+  local user = conns[i]
+  if redis.call('HINCRBY', KEYS[4], ARGV[2], -1) <= 0 then redis.call('HDEL', KEYS[4], ARGV[2]) end
+  if redis.call('HINCRBY', KEYS[2], user, -1) <= 0 then
+    redis.call('HDEL', KEYS[2], user)
+    out[#out + 1] = user
+    out[#out + 1] = redis.call('HGET', KEYS[3], user) or 'null'
+    redis.call('HDEL', KEYS[3], user)
+  end
+end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[5], ARGV[2])
 return out
 """

@@ -1,0 +1,136 @@
+"""The Redis broker's connections: bounded waits, and a true account of what a failure means.
+
+Redis can fail in two ways that a client must tell apart:
+
+- the command surely never reached Redis (connection refused, no connection free, a write
+  that failed): nothing happened, and saying ``unavailable`` is true;
+- the command was written and no reply came (Redis stalled, the link died, the reply was
+  lost): it may have run. Saying ``unavailable`` here would be a lie that makes a retrying
+  publisher duplicate its message; :class:`ReplyLost` marks it.
+
+redis-py's own ``Retry`` (with jittered backoff) retries only the first kind, once: a sent,
+non-idempotent command is never retried blindly.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection, parse_url
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.exceptions import ConnectionError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeout
+
+__all__ = ["POOL_SIZE", "ReplyLost", "command_client", "pubsub_client"]
+
+POOL_SIZE = 64
+"""Redis connections for commands, per node; pub/sub has one more of its own."""
+IDLE_CHECK = 1.0
+CONNECT_SECONDS = 2.0
+"""At most this long to open a TCP connection (a black-holed address never answers)."""
+
+
+class ReplyLost(RedisError):
+    """A command was sent to Redis and its reply did not come: it may or may not have run.
+
+    Not a ConnectionError nor a TimeoutError, so that no ``Retry`` sends it again.
+    """
+
+
+class _ReplyTracking(AbstractConnection):
+    """A connection that knows whether the command being answered was written to Redis.
+
+    Commands go out with ``check_health=True``; the connection's own handshake and health
+    PINGs with ``False``, so their failures still count as "never sent".
+    """
+
+    _command_sent = False
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        self._command_sent = False
+        await super().send_packed_command(command, check_health)
+        self._command_sent = check_health
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().read_response(*args, **kwargs)
+        except (ConnectionError, RedisTimeout, OSError) as exc:
+            if self._command_sent:
+                raise ReplyLost(f"no reply from Redis: {exc}") from exc
+            raise
+
+
+class _Tcp(_ReplyTracking, aioredis.Connection):
+    pass
+
+
+class _Tls(_ReplyTracking, aioredis.SSLConnection):
+    pass
+
+
+class _Unix(_ReplyTracking, aioredis.UnixDomainSocketConnection):
+    pass
+
+
+_TRACKED: dict[type[AbstractConnection], type[AbstractConnection]] = {
+    aioredis.Connection: _Tcp,
+    aioredis.SSLConnection: _Tls,
+    aioredis.UnixDomainSocketConnection: _Unix,
+}
+
+
+def _options(url: str, timeout: float) -> dict[str, Any]:
+    """Connection settings for ``url``: every wait bounded by ``timeout``, TCP keepalive on."""
+    options: dict[str, Any] = dict(parse_url(url))
+    base = options.get("connection_class", aioredis.Connection)
+    options["connection_class"] = _TRACKED[base]
+    options.update(
+        decode_responses=False,
+        socket_timeout=timeout,
+        socket_connect_timeout=min(CONNECT_SECONDS, timeout),
+    )
+    if base is not aioredis.UnixDomainSocketConnection:
+        # The kernel's own probe, for a peer that vanished without a FIN (probes start after
+        # ``timeout`` idle seconds): it also frees sockets the listener gave up on.
+        keepalive = {
+            getattr(socket, name): value
+            for name, value in (
+                ("TCP_KEEPIDLE", max(1, int(timeout))),
+                ("TCP_KEEPINTVL", max(1, int(timeout / 3))),
+                ("TCP_KEEPCNT", 3),
+            )
+            if hasattr(socket, name)
+        }
+        options.update(socket_keepalive=True, socket_keepalive_options=keepalive)
+    return options
+
+
+def command_client(url: str, timeout: float) -> aioredis.Redis:
+    """The client for commands: a bounded pool, one retry of what surely was not sent.
+
+    A bounded pool: commands wait (at most ``timeout``) for a free connection instead of
+    opening one per concurrent command (10,000 clients joining at once would open 10,000
+    connections, kept open for ever; the soak test found it). A connection idle for
+    :data:`IDLE_CHECK` seconds is PINGed before a command goes out on it, so that one left
+    stale by a Redis restart is replaced before the command is sent (the retry), not after.
+    """
+    retry = Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), 1, (ConnectionError,))
+    pool = aioredis.BlockingConnectionPool(
+        max_connections=POOL_SIZE,
+        timeout=timeout,
+        retry=retry,
+        health_check_interval=min(IDLE_CHECK, timeout / 3),
+        **_options(url, timeout),
+    )
+    return aioredis.Redis.from_pool(pool)
+
+
+def pubsub_client(url: str, timeout: float) -> aioredis.Redis:
+    """The client of the pub/sub connection. It never retries or reconnects by itself: a
+    silent reconnect would lose publications unseen, so the listener does it and then
+    re-checks every channel."""
+    pool = aioredis.ConnectionPool(retry=Retry(NoBackoff(), 0), **_options(url, timeout))
+    return aioredis.Redis.from_pool(pool)

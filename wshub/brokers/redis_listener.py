@@ -1,0 +1,198 @@
+"""The Redis broker's one pub/sub connection per node: subscriptions, liveness, reconnection.
+
+Pub/sub is at most once, and a link can die without a FIN or RST (a NAT or load balancer that
+forgot the flow, a failover behind a virtual IP, Redis frozen): reads then simply return
+nothing, forever. So the listener asks: after a third of the broker timeout of silence it
+sends a PING, and a link that says nothing at all for the whole timeout is taken for dead.
+(redis-py's ``health_check_interval`` sends such PINGs too, but swallows their answers, so it
+cannot tell a quiet link from a dead one.)
+
+A session ends for any reason (a Redis error, a silent link, a bug): the listener starts a
+new one, with redis-py's jittered exponential backoff between failed attempts, subscribes to
+everything wanted again, and once Redis confirmed every subscription, tells the broker
+(``on_back``) so that every channel is checked for what the gap lost. Until then it is not
+``live`` and the node is not ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeout
+
+from wshub.brokers.base import BrokerTimeout, BrokerUnavailable
+
+__all__ = ["Listener", "ListenerLost"]
+
+log = logging.getLogger("wshub.redis")
+
+MAX_BACKOFF = 2.0
+LIVENESS = b"wshub-liveness"
+
+
+class ListenerLost(ConnectionError):
+    """A pub/sub session ended: Redis failed, fell silent, or handling a message failed."""
+
+
+class Listener:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        timeout: float,
+        node_channel: bytes,
+        on_message: Callable[[dict[str, Any]], None],
+        on_back: Callable[[], None],
+        on_lost: Callable[[BaseException], None],
+    ) -> None:
+        self.client = client
+        self.timeout = timeout
+        self.node_channel = node_channel
+        self.on_message = on_message
+        self.on_back = on_back
+        self.on_lost = on_lost
+        self.wanted: set[bytes] = set()
+        self.live = False
+        """Subscribed, every subscription confirmed, and Redis heard within the timeout."""
+        self.sessions = 0
+        self.started = asyncio.get_running_loop().create_future()
+        """Done at the first session's end of set-up, live or failed (the node starts anyway)."""
+        self._pubsub: PubSub | None = None
+        self._confirmed: dict[bytes, asyncio.Future[None]] = {}
+
+    async def run(self) -> None:
+        """Sessions, one after another, for ever (until cancelled)."""
+        while True:
+            # A fresh Retry per outage: its backoff starts small again after a good session.
+            retry = Retry(ExponentialWithJitterBackoff(cap=MAX_BACKOFF, base=0.1), -1)
+            await retry.call_with_retry(self._session, self._failed)
+
+    async def _failed(self, exc: Exception) -> None:
+        self._settle_started()
+        self.on_lost(exc)
+
+    def _settle_started(self) -> None:
+        if not self.started.done():
+            self.started.set_result(None)
+
+    async def _session(self) -> None:
+        """One connection's life. Raises while it cannot get going (backoff, retry); returns
+        when a session that was live ends (retried at once)."""
+        pubsub = self.client.pubsub()
+        loop = asyncio.get_running_loop()
+        since = 0.0
+        try:
+            names = [self.node_channel, *self.wanted]
+            self._confirmed = {name: loop.create_future() for name in names}
+            await pubsub.subscribe(*names)
+            self._pubsub = pubsub
+            await self._confirm(pubsub, names)
+            self.live, since = True, loop.time()
+            self.sessions += 1
+            self._settle_started()
+            if self.sessions > 1:
+                self.on_back()
+            await self._pump(pubsub)
+        except Exception as exc:
+            if self.live:
+                log.warning("Redis pub/sub connection lost (%s): reconnecting", exc)
+            # A session that failed to start, or died young, backs off before the next one.
+            if not self.live or loop.time() - since < self.timeout:
+                if isinstance(exc, ConnectionError | RedisTimeout):
+                    raise
+                raise ListenerLost(repr(exc)) from exc
+            self.on_lost(exc)
+        finally:
+            self.live = False
+            self._pubsub = None
+            for future in self._confirmed.values():
+                if not future.done():
+                    future.set_exception(BrokerUnavailable("the Redis pub/sub link was lost"))
+                    future.exception()  # retrieved: a subscriber that waits re-raises it
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _confirm(self, pubsub: PubSub, names: list[bytes]) -> None:
+        """Read until Redis confirmed every subscription of a new session, within the timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        pending = [self._confirmed[name] for name in names]
+        while not all(f.done() for f in pending):
+            left = deadline - loop.time()
+            if left <= 0:
+                raise ListenerLost(f"Redis did not confirm subscriptions in {self.timeout:g} s")
+            message = await pubsub.get_message(timeout=min(left, 1.0))
+            if message is not None:
+                self._handle(message)
+
+    async def _pump(self, pubsub: PubSub) -> None:
+        loop = asyncio.get_running_loop()
+        heard = asked = loop.time()
+        quiet = self.timeout / 3
+        while True:
+            message = await pubsub.get_message(timeout=min(1.0, quiet))
+            now = loop.time()
+            if message is not None:
+                heard = now
+                self._handle(message)
+            elif now - heard > self.timeout:
+                raise ListenerLost(f"no word from Redis in {self.timeout:g} s")
+            elif now - max(heard, asked) >= quiet:
+                asked = now
+                await pubsub.ping(LIVENESS)
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        if message["type"] == "subscribe":
+            confirmed = self._confirmed.get(message["channel"])
+            if confirmed is not None and not confirmed.done():
+                confirmed.set_result(None)
+            return
+        if message["type"] != "message":
+            return
+        try:
+            self.on_message(message)
+        except Exception:  # one bad message or delivery must not end the stream
+            log.exception("failed to deliver a message from Redis")
+
+    # --- subscriptions ----------------------------------------------------------------------
+
+    async def subscribe(self, name: bytes) -> None:
+        """Subscribe now, and in every later session; returns once Redis confirmed it."""
+        self.wanted.add(name)
+        pubsub = self._pubsub
+        if pubsub is None:
+            raise BrokerUnavailable("not connected to Redis")
+        confirmed = self._confirmed.get(name)
+        if confirmed is None or confirmed.done():
+            confirmed = self._confirmed[name] = asyncio.get_running_loop().create_future()
+        try:
+            await pubsub.subscribe(name)
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(str(exc)) from exc
+        try:
+            await asyncio.wait_for(asyncio.shield(confirmed), self.timeout)
+        except TimeoutError:
+            raise BrokerTimeout("Redis did not confirm a subscription") from None
+
+    async def unsubscribe(self, name: bytes) -> None:
+        self.wanted.discard(name)
+        self._confirmed.pop(name, None)
+        pubsub = self._pubsub
+        if pubsub is not None:
+            # A failure is the session's end: the next session does not subscribe it.
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.unsubscribe(name)
+
+    async def close(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -1,4 +1,15 @@
-"""A TCP proxy the tests control: cut every link at once, or freeze them like a dead NAT."""
+"""A TCP proxy the tests control, to break links the ways networks do.
+
+- ``cut()`` / ``reset()``: abort every open link (both sides see a reset, as when a network
+  drops);
+- ``freeze()``: stop forwarding without closing anything and refuse new links, as a proxy or
+  NAT that silently lost the connection: only a heartbeat can tell;
+- ``sever()``: the target's side of every open link is closed, the client's side stays open
+  and hears nothing, ever (a load balancer or NAT that forgot the flow); new links work;
+- ``black_hole()``: open links and new ones are accepted and forward nothing, either way,
+  until ``heal()``, after which new links work (the black-holed ones stay dead);
+- ``latency``: seconds added before each chunk is forwarded.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +17,26 @@ import asyncio
 import contextlib
 
 
-class TcpProxy:
-    """Forwards 127.0.0.1:<port> to a target port, byte for byte.
+class _Link:
+    __slots__ = ("client", "silent", "upstream")
 
-    ``cut()`` aborts every open link (both sides see a reset, as when a network drops);
-    ``freeze()`` stops forwarding without closing anything, as a proxy or NAT that silently
-    lost the connection: only a heartbeat can tell.
-    """
+    def __init__(self, client: asyncio.StreamWriter) -> None:
+        self.client = client
+        self.upstream: asyncio.StreamWriter | None = None
+        self.silent = False  # nothing is forwarded any more, either way, and nothing closes
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:<port> to a target port, byte for byte."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.port = 0
         self.frozen = False
+        self.holing = False
+        self.latency = 0.0
         self._server: asyncio.Server | None = None
-        self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self._links: set[_Link] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> TcpProxy:
@@ -31,49 +48,89 @@ class TcpProxy:
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
 
+    @property
+    def links(self) -> int:
+        """Open links that still forward."""
+        return sum(1 for link in self._links if not link.silent)
+
+    def _run(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.frozen:
             writer.transport.abort()
             return
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            writer.transport.abort()
-            return
-        link = (writer, up_writer)
+        link = _Link(writer)
         self._links.add(link)
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(src, dst, link))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        if self.holing:
+            link.silent = True
+            self._run(self._swallow(reader))
+            return
+        try:
+            up_reader, link.upstream = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            self._abort(link)
+            return
+        self._run(self._pipe(reader, link.upstream, link))
+        self._run(self._pipe(up_reader, writer, link))
+
+    async def _swallow(self, reader: asyncio.StreamReader) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while await reader.read(65536):
+                pass
 
     async def _pipe(
         self,
         src: asyncio.StreamReader,
         dst: asyncio.StreamWriter,
-        link: tuple[asyncio.StreamWriter, asyncio.StreamWriter],
+        link: _Link,
     ) -> None:
         try:
             while data := await src.read(65536):
-                if self.frozen:
+                if link.silent or self.frozen:
                     continue  # swallowed: the peer never hears of it
+                if self.latency:
+                    await asyncio.sleep(self.latency)
                 dst.write(data)
                 await dst.drain()
         except (ConnectionError, OSError):
             pass
         finally:
-            if not self.frozen:
+            # A silent or frozen link is closed by nobody but its peers (or close()).
+            if not (link.silent or self.frozen):
                 self._abort(link)
 
-    def _abort(self, link: tuple[asyncio.StreamWriter, asyncio.StreamWriter]) -> None:
+    def _abort(self, link: _Link) -> None:
         self._links.discard(link)
-        for writer in link:
-            writer.transport.abort()
+        for writer in (link.client, link.upstream):
+            if writer is not None:
+                writer.transport.abort()
 
     def cut(self) -> None:
         """Drop every open link now; new connections are still accepted."""
         for link in list(self._links):
             self._abort(link)
+
+    reset = cut
+
+    def sever(self) -> None:
+        """Close the target's side of every open link; the clients' sides stay open, silent."""
+        for link in list(self._links):
+            link.silent = True
+            if link.upstream is not None:
+                link.upstream.transport.abort()
+
+    def black_hole(self) -> None:
+        """Forward nothing on open links or new ones, and close nothing."""
+        self.holing = True
+        for link in self._links:
+            link.silent = True
+
+    def heal(self) -> None:
+        """New links work again; the black-holed ones stay dead until their peers notice."""
+        self.holing = False
 
     def freeze(self) -> None:
         """Swallow traffic on open links and refuse new ones, without closing anything."""

@@ -118,11 +118,12 @@ return false
 # every score moves forward by it, so the first beat after a stall evicts nobody who was alive.
 # "beat" records this node's heartbeat if it is registered, and returns its state: 0 registered,
 # 1 evicted (its users were announced gone: it must register them again, announced), 2 unknown
-# (Redis lost its data: register again, quietly). "join" registers it (after such a state, or at
-# start); "leave" removes it. Then nodes silent for too long are evicted: moved to ``evicting``
-# (to be cleaned up, channel by channel, with EVICT) and ``evicted`` (their tombstone, kept
-# ``keep ms``). A cleanup that nobody finished within ``dead after ms`` is handed out again.
-# Returns {state, victims...}. Work is bounded by the number of nodes and ``most victims``.
+# (Redis lost its data: register again, quietly). "join" registers it (after such a state, or
+# at start); "leave" removes it. Then nodes silent for too long are evicted: moved to
+# ``evicting`` (to be cleaned up, channel by channel, with EVICT) and ``evicted`` (their
+# tombstone, kept ``keep ms`` even after a return, for operators and tests to see). A cleanup
+# that nobody finished within ``dead after ms`` is handed out again. Returns {state,
+# victims...}. The work is bounded by the number of nodes and ``most victims``.
 HEARTBEAT: Final = """
 local me, mode = ARGV[1], ARGV[2]
 local dead_after, beat, keep, most = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]),
@@ -146,7 +147,6 @@ if mode == 'leave' then
   victims[1] = me
 elseif mode == 'join' then
   redis.call('ZADD', KEYS[1], now, me)
-  redis.call('ZREM', KEYS[3], me)
   redis.call('ZREM', KEYS[4], me)
 elseif redis.call('ZSCORE', KEYS[1], me) then
   redis.call('ZADD', KEYS[1], now, me)

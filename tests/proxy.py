@@ -87,20 +87,42 @@ class TcpProxy:
         dst: asyncio.StreamWriter,
         link: _Link,
     ) -> None:
+        # A delay line: each chunk leaves ``latency`` seconds after it came, in order, so a
+        # slow link adds latency without limiting throughput.
+        line: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+        sender = asyncio.create_task(self._send(line, dst, link))
+        loop = asyncio.get_running_loop()
         try:
             while data := await src.read(65536):
                 if link.silent or self.frozen:
                     continue  # swallowed: the peer never hears of it
-                if self.latency:
-                    await asyncio.sleep(self.latency)
-                dst.write(data)
-                await dst.drain()
+                line.put_nowait((loop.time() + self.latency, data))
+            line.put_nowait((loop.time() + self.latency, b""))  # the end: what came goes first
+            await sender
         except (ConnectionError, OSError):
             pass
         finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
             # A silent or frozen link is closed by nobody but its peers (or close()).
             if not (link.silent or self.frozen):
                 self._abort(link)
+
+    async def _send(
+        self, line: asyncio.Queue[tuple[float, bytes]], dst: asyncio.StreamWriter, link: _Link
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(ConnectionError, OSError):
+            while True:
+                due, data = await line.get()
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                if not data:
+                    return
+                if link.silent or self.frozen:
+                    continue
+                dst.write(data)
+                await dst.drain()
 
     def _abort(self, link: _Link) -> None:
         self._links.discard(link)

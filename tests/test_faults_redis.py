@@ -12,6 +12,7 @@ docs/delivery.md and docs/scaling.md carry those figures.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 
 from tests.conftest import ServerFactory
@@ -52,8 +53,8 @@ async def test_a_silently_severed_link_is_found_and_its_gap_filled(
         await c.flowing()
         before = [await c.stats(n) for n in range(2)]
         c.proxies[1].sever()  # node 1's links: Redis' side closed, node 1's side silent
-        cut = time.monotonic()
-        detected = await c.until_ready(1, False, DETECT_BOUND + 2)
+        cut, wall = time.monotonic(), time.time()
+        detected = await c.detected(1, wall, DETECT_BOUND + 2)
         await c.until_ready(1, True, 15)
         ready = time.monotonic() - cut
         await c.flowing()
@@ -70,6 +71,78 @@ async def test_a_silently_severed_link_is_found_and_its_gap_filled(
         assert seen["subscriber_closes"] == {}  # filled from history: nobody noticed
 
 
+async def test_a_black_holed_link_and_its_reconnections_are_given_up_on(
+    redis: RedisProcess, make_server: ServerFactory
+) -> None:
+    async with cluster(redis, make_server) as c:
+        await c.subscribe()
+        c.publish(0)
+        await c.flowing()
+        before = [await c.stats(n) for n in range(2)]
+        c.proxies[1].black_hole()  # new links hang too: connect, then silence
+        holed, wall = time.monotonic(), time.time()
+        detected = await c.detected(1, wall, DETECT_BOUND + 2)
+        await c.until_ready(1, False, 5)  # its reconnections hang: not ready meanwhile
+        await asyncio.sleep(max(0.0, holed + 2 * BROKER_TIMEOUT - time.monotonic()))  # the fault
+        c.proxies[1].heal()
+        await c.until_ready(1, True, 15)
+        ready = time.monotonic() - holed
+        await c.flowing()
+        seen = await outcome(c, before)
+        record("black hole", detected_s=detected, ready_again_s=ready, **seen)
+        assert detected <= DETECT_BOUND
+        assert seen["subscriber_closes"] == {}
+
+
+async def test_a_slow_link_is_not_taken_for_a_dead_one(
+    redis: RedisProcess, make_server: ServerFactory
+) -> None:
+    async with cluster(redis, make_server) as c:
+        await c.subscribe()
+        c.publish(0)
+        await c.flowing()
+        before = [await c.stats(n) for n in range(2)]
+        async with c.watching(1) as unready:
+            c.proxies[1].latency = 0.25  # each way: a PING's answer takes half a second
+            slowed = time.monotonic()
+            # Long enough for a dead link to be declared dead: a publication acknowledged after
+            # that has reached every subscriber, through the slow link.
+            while time.monotonic() - slowed < BROKER_TIMEOUT * 2:
+                await c.flowing()
+        c.proxies[1].latency = 0
+        assert unready == []
+        seen = await outcome(c, before)
+        assert seen["subscriber_closes"] == {}
+
+
+async def test_a_stalled_node_is_evicted_and_comes_back_announced(
+    redis: RedisProcess, make_server: ServerFactory
+) -> None:
+    async with cluster(redis, make_server) as c:
+        await c.subscribe()
+        c.publish(0)
+        await c.flowing()
+        before = [await c.stats(n) for n in range(2)]
+        stalled_users = {s.user for s in c.subscribers if s.user.startswith("s1-")}
+        watcher = c.subscribers[0]
+        c.signal(1, signal.SIGSTOP)  # node 1 itself freezes: longer than half the TTL
+        stalled = time.monotonic()
+
+        def told(kind: str) -> set[str]:
+            return {e["user"] for t, e in watcher.events if t > stalled and e["type"] == kind}
+
+        try:
+            await wait_for(lambda: told("member_left") == stalled_users, PRESENCE_TTL + 2)
+            evicted = time.monotonic() - stalled
+        finally:
+            c.signal(1, signal.SIGCONT)
+        await wait_for(lambda: told("member_joined") == stalled_users, PRESENCE_TTL + 2)
+        back = time.monotonic() - stalled
+        await wait_for(lambda: _all_present(c), 5)
+        seen = await outcome(c, before)
+        record("a node frozen (SIGSTOP)", detected_s=evicted, presence_restored_s=back, **seen)
+
+
 async def test_a_redis_stall_loses_nothing_acknowledged_and_evicts_nobody(
     redis: RedisProcess, make_server: ServerFactory
 ) -> None:
@@ -80,10 +153,11 @@ async def test_a_redis_stall_loses_nothing_acknowledged_and_evicts_nobody(
         await c.flowing()
         before = [await c.stats(n) for n in range(2)]
         c.freeze_redis()
-        frozen = time.monotonic()
+        frozen, wall = time.monotonic(), time.time()
         detected = min(
-            await asyncio.gather(*(c.until_ready(n, False, DETECT_BOUND + 2) for n in (0, 1)))
+            await asyncio.gather(*(c.detected(n, wall, DETECT_BOUND + 2) for n in (0, 1)))
         )
+        await c.until_ready(0, False, 5)
         await asyncio.sleep(max(0.0, frozen + STALL - time.monotonic()))  # the fault itself
         c.thaw_redis()
         thawed_ms = await c.redis_ms()
@@ -119,12 +193,13 @@ async def test_pubsub_connections_killed_by_redis(
         c.publish(0)
         await c.flowing()
         before = [await c.stats(n) for n in range(2)]
-        killed = time.monotonic()
+        killed, wall = time.monotonic(), time.time()
         assert await c.direct.client_kill_filter(_type="pubsub") == 2
         await c.flowing()
         restored = time.monotonic() - killed
+        detected = max([await c.detected(n, wall, 5) for n in (0, 1)])
         seen = await outcome(c, before)
-        record("CLIENT KILL TYPE pubsub", detected_s=0.0, delivery_restored_s=restored, **seen)
+        record("CLIENT KILL TYPE pubsub", detected_s=detected, delivery_restored_s=restored, **seen)
         assert seen["subscriber_closes"] == {}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import os
 import signal
@@ -27,6 +28,7 @@ BROKER_TIMEOUT = 2.0
 PRESENCE_TTL = 6.0
 API_KEY = "faults-key"
 SUBSCRIBERS_PER_NODE = 3
+LINK_LOST = "Redis pub/sub connection lost"
 REPORT = Path(os.environ.get("WSHUB_FAULT_REPORT", Path(os.environ.get("TMPDIR", "/tmp"))))
 
 
@@ -121,6 +123,48 @@ class Cluster:
         me = f"{socket.gethostname()}:{node.proc.pid}"
         (mine,) = [s for s in json.loads(body)["nodes"] if s["node"] == me]
         return dict(mine)
+
+    @contextlib.asynccontextmanager
+    async def watching(self, n: int) -> AsyncIterator[list[float]]:
+        """Poll node ``n``'s /readyz meanwhile; yields the moments it said 503."""
+        unready: list[float] = []
+
+        async def poll() -> None:
+            while True:
+                if not await self.ready(n):
+                    unready.append(time.monotonic())
+                await asyncio.sleep(0.05)
+
+        task = asyncio.create_task(poll())
+        try:
+            yield unready
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def logged(self, n: int, text: str, since: float) -> float | None:
+        """Seconds from ``since`` (``time.time()``) to node ``n``'s first log line after it
+        that contains ``text``; None if there is none (yet)."""
+        for line in self.nodes[n].log().splitlines():
+            if text in line:
+                with contextlib.suppress(ValueError):
+                    stamp = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+                    if stamp.timestamp() >= since:
+                        return stamp.timestamp() - since
+        return None
+
+    async def detected(self, n: int, since: float, timeout: float) -> float:
+        """Seconds until node ``n`` logged that its pub/sub link was lost."""
+        await wait_for(lambda: self.logged(n, LINK_LOST, since) is not None, timeout)
+        seconds = self.logged(n, LINK_LOST, since)
+        assert seconds is not None
+        return seconds
+
+    def signal(self, n: int, sig: signal.Signals) -> None:
+        proc = self.nodes[n].proc
+        assert proc is not None
+        proc.send_signal(sig)
 
     def kill(self, n: int) -> None:
         proc = self.nodes[n].proc

@@ -184,7 +184,9 @@ class Listener:
 
     async def unsubscribe(self, name: bytes) -> None:
         self.wanted.discard(name)
-        self._confirmed.pop(name, None)
+        confirmed = self._confirmed.pop(name, None)
+        if confirmed is not None and not confirmed.done():
+            confirmed.set_result(None)  # nobody needs it any more: a new session must not wait
         pubsub = self._pubsub
         if pubsub is not None:
             # A failure is the session's end: the next session does not subscribe it.

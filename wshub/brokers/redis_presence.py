@@ -133,8 +133,8 @@ class RedisPresence:
         """Say this node is alive, come back if it was taken for gone, evict the dead."""
         reply = await self._heartbeat("beat")
         state = int(reply[0])
-        if state != REGISTERED and self.rejoin is None:
-            self.rejoin = state == EVICTED
+        if state != REGISTERED:  # announced if anyone was told this node's users left
+            self.rejoin = bool(self.rejoin) or state == EVICTED
         if self.rejoin is not None:
             await self._register_again(self.rejoin)
         for victim in reply[1:]:

@@ -128,6 +128,8 @@ class Publisher:
         self.acked: dict[int, float] = {}
         """Acknowledged ``i`` -> when."""
         self.errors: collections.Counter[str] = collections.Counter()
+        self.refused: set[int] = set()
+        """Publications answered ``unavailable``: none of them may ever be delivered."""
         self.unanswered = 0
         self.slowest = 0.0
         self.sent = 0
@@ -179,3 +181,5 @@ class Publisher:
             self.acked[i] = time.monotonic()
         else:
             self.errors[reply.get("code", reply["type"])] += 1
+            if reply.get("code") == "unavailable":
+                self.refused.add(i)

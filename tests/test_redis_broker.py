@@ -103,10 +103,21 @@ async def test_a_listener_that_dies_is_started_again(redis: RedisProcess) -> Non
     sink = Sink()
     async with broker(redis.url, sink) as b, broker(redis.url) as publisher:
         await b.subscribe("c")
-        b._tasks["listener"].cancel()  # whatever ended it
-        await until(lambda: sink.resyncs == 1 and b.ready)
+        first = b._tasks["listener"]
+        listener = b._listening()
+        deliver, calls = listener.on_message, []
+
+        def dies_once(message: dict[str, Any]) -> None:
+            calls.append(message)
+            if len(calls) == 1:
+                raise asyncio.CancelledError  # not an Exception: it ends the task
+            deliver(message)
+
+        listener.on_message = dies_once
+        await publisher.publish("c", b"lost", None)
+        await until(lambda: b._tasks["listener"] is not first and sink.resyncs == 1 and b.ready)
         await publisher.publish("c", b"after", None)
-        await until(lambda: len(sink.delivered) == 1)
+        await until(lambda: [p.data for p in sink.delivered] == [b"after"])
 
 
 async def test_a_join_during_a_lost_link_fails_as_unavailable_not_cancelled(
@@ -128,3 +139,41 @@ async def test_a_join_during_a_lost_link_fails_as_unavailable_not_cancelled(
             assert b"wshub:{c}:pub" not in b._listening()._confirmed
     finally:
         await proxy.close()
+
+
+async def test_a_channel_left_leaves_the_nodes_channel_set(redis: RedisProcess) -> None:
+    async with broker(redis.url) as b:
+        chans = f"wshub:node:{b.node}:chans"
+        assert await b.presence_add("c", "ann", "s1", b"null")
+        assert not await b.presence_add("c", "ann", "s2", b"null")  # her second connection
+        await b.presence_remove("c", "ann", "s1")
+        assert await b._redis.smembers(chans) == {b"c"}
+        assert await b.presence_remove("c", "ann", "s2") == b"null"  # her last: she left
+        assert await b._redis.smembers(chans) == set()
+        assert await b.channels() == {}
+
+
+def dies_once(real: Any) -> Any:
+    """``real``, except that its first call ends the task it runs in, as anything might."""
+    calls = 0
+
+    async def call(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise asyncio.CancelledError
+        return await real(*args)
+
+    return call
+
+
+async def test_a_heartbeat_that_dies_is_started_again(redis: RedisProcess) -> None:
+    async with broker(redis.url) as b:
+        first = b._tasks["heartbeat"]
+        b._presence.beat = dies_once(b._presence.beat)  # type: ignore[method-assign]
+        await until(lambda: b._tasks["heartbeat"] is not first)
+        seconds, _ = await b._redis.time()
+        deadline = time.monotonic() + 5
+        while (await b._redis.zscore("wshub:nodes", b.node) or 0) < int(seconds) * 1000:
+            assert time.monotonic() < deadline, "the new heartbeat did not beat"
+            await asyncio.sleep(0.05)

@@ -132,12 +132,10 @@ class RedisBroker:
 
     async def close(self) -> None:
         self._closing = True
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._listener is not None:
+            self._listener.closing = True
+        for task in list(self._tasks.values()):
+            await _end(task)
         with contextlib.suppress(BrokerUnavailable):
             await self._presence.leave()
         if self._listener is not None:
@@ -316,7 +314,7 @@ class RedisBroker:
 
     async def _heartbeat_forever(self) -> None:
         ttl = self.settings.presence_ttl
-        while True:
+        while not self._closing:
             try:
                 await self.beat()
             except BrokerUnavailable:
@@ -329,6 +327,19 @@ class RedisBroker:
         """Say this node is alive, and evict the nodes that are not (see RedisPresence)."""
         await self._presence.beat()
         self._came_back()
+
+
+async def _end(task: asyncio.Task[None]) -> None:
+    """Cancel a task and wait for its end. redis-py 8.1 can swallow a cancellation that lands
+    inside a command, so it is asked again (the loops also stop by themselves on closing)."""
+    for _ in range(50):
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=0.1)
+        if done:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                task.result()
+            return
+    log.error("a Redis task did not stop: %r", task)
 
 
 def _parse_entry(channel: str, entry: bytes) -> Publication:

@@ -62,6 +62,8 @@ class Listener:
         self.wanted: set[bytes] = set()
         self.live = False
         """Subscribed, every subscription confirmed, and Redis heard within the timeout."""
+        self.closing = False
+        """Set when the broker closes: no new session, the current one ends."""
         self.sessions = 0
         self.started = asyncio.get_running_loop().create_future()
         """Done at the first session's end of set-up, live or failed (the node starts anyway)."""
@@ -70,7 +72,7 @@ class Listener:
 
     async def run(self) -> None:
         """Sessions, one after another, for ever (until cancelled)."""
-        while True:
+        while not self.closing:
             # A fresh Retry per outage: its backoff starts small again after a good session.
             retry = Retry(ExponentialWithJitterBackoff(cap=MAX_BACKOFF, base=0.1), -1)
             await retry.call_with_retry(self._session, self._failed)
@@ -137,7 +139,7 @@ class Listener:
         loop = asyncio.get_running_loop()
         heard = asked = loop.time()
         quiet = self.timeout / 3
-        while True:
+        while not self.closing:
             message = await pubsub.get_message(timeout=min(1.0, quiet))
             now = loop.time()
             if message is not None:

@@ -57,6 +57,7 @@ class RedisPresence:
         self.keep_ms = keep_ms
         self.local: dict[tuple[str, str], tuple[str, bytes]] = {}
         """(channel, session) -> (user, meta), for every connection this node has joined."""
+        self._adding: set[tuple[str, str]] = set()
         self.rejoin: bool | None = None
         """While not None, this node must register its presence again (True: announced)."""
         self._add = redis.register_script(PRESENCE_ADD)
@@ -77,8 +78,13 @@ class RedisPresence:
         ]
 
     async def add(self, channel: str, user: str, session: str, meta: bytes) -> bool:
-        self.local[(channel, session)] = (user, meta)
-        return await self._register(channel, user, session, meta)
+        key = (channel, session)
+        self.local[key] = (user, meta)
+        self._adding.add(key)  # its own call says whether it was first: not a re-registration
+        try:
+            return await self._register(channel, user, session, meta)
+        finally:
+            self._adding.discard(key)
 
     async def _register(self, channel: str, user: str, session: str, meta: bytes) -> bool:
         first = await self.call(
@@ -152,8 +158,8 @@ class RedisPresence:
                 "it was evicted" if announce else "Redis lost them",
             )
         for (channel, session), (user, meta) in list(self.local.items()):
-            if (channel, session) not in self.local:
-                continue  # left meanwhile
+            if (channel, session) not in self.local or (channel, session) in self._adding:
+                continue  # left meanwhile, or being added right now
             first = await self._register(channel, user, session, meta)
             if (channel, session) not in self.local:  # left while being registered: undo
                 await self._unregister(channel, user, session)

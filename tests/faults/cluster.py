@@ -9,7 +9,6 @@ import datetime
 import json
 import os
 import signal
-import socket
 import time
 import urllib.request
 import uuid
@@ -124,8 +123,7 @@ class Cluster:
         node = self.nodes[n]
         assert node.proc is not None
         _, body = await http(node.port, "/admin/stats", API_KEY)
-        me = f"{socket.gethostname()}:{node.proc.pid}"
-        (mine,) = [s for s in json.loads(body)["nodes"] if s["node"] == me]
+        (mine,) = [s for s in json.loads(body)["nodes"] if s.get("pid") == node.proc.pid]
         return dict(mine)
 
     @contextlib.asynccontextmanager

@@ -110,21 +110,3 @@ async def test_a_resync_is_retried_until_the_broker_answers() -> None:
     assert offsets(a) == [1, 2]
     assert not broker.fail
     await hub.stop()
-
-
-async def test_a_join_that_missed_more_than_its_queue_is_told() -> None:
-    broker = SlowBroker()
-    hub = Hub(broker, Settings(queue_size=3))
-    await hub.start()
-    broker.gate.clear()
-    b = Peer(hub, "b")
-    join = asyncio.create_task(hub.handle_text(b.conn, '{"type":"join","channel":"c","id":1}'))
-    await broker.waiting.wait()  # b's join waits on the broker while 5 messages pass
-    for i in range(5):
-        await hub.publish("c", i)
-    assert len(hub._channels["c"].pending[b.conn].buffer) == 3
-    broker.gate.set()
-    await join
-    await settle()
-    assert b.link.closed == (1011, "missed messages: rejoin")
-    await hub.stop()

@@ -20,7 +20,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection, parse_url
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.backoff import EqualJitterBackoff, NoBackoff
 from redis.exceptions import ConnectionError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeout
 
@@ -126,7 +126,7 @@ def command_client(url: str, timeout: float) -> aioredis.Redis:
     :data:`IDLE_CHECK` seconds is PINGed before a command goes out on it, so that one left
     stale by a Redis restart is replaced before the command is sent (the retry), not after.
     """
-    retry = Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), 1, (ConnectionError,))
+    retry = Retry(EqualJitterBackoff(cap=0.5, base=0.05), 1, (ConnectionError,))
     pool = aioredis.BlockingConnectionPool(
         max_connections=POOL_SIZE,
         timeout=timeout,

@@ -25,7 +25,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import EqualJitterBackoff
 from redis.exceptions import ConnectionError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeout
 
@@ -74,7 +74,7 @@ class Listener:
         """Sessions, one after another, for ever (until cancelled)."""
         while not self.closing:
             # A fresh Retry per outage: its backoff starts small again after a good session.
-            retry = Retry(ExponentialWithJitterBackoff(cap=MAX_BACKOFF, base=0.1), -1)
+            retry = Retry(EqualJitterBackoff(cap=MAX_BACKOFF, base=0.1), -1)
             await retry.call_with_retry(self._session, self._failed)
 
     async def _failed(self, exc: Exception) -> None:

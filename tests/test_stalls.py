@@ -172,7 +172,15 @@ async def test_a_client_connecting_to_a_frozen_redis_is_read_until_welcome(
                 assert (await bob.request({"type": "ping"}))["type"] == "pong"
                 await asyncio.sleep(0.5)
             redis.proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
-            assert (await bob.join(channel))["type"] == "joined"
+            # The node recovers by itself: a join is answered `joined` once its pub/sub link
+            # is back (`unavailable` meanwhile, which says "retry"), within the broker timeout.
+            deadline = time.monotonic() + 15
+            while (reply := await bob.request({"type": "join", "channel": channel}))[
+                "type"
+            ] != "joined":
+                assert reply["code"] == "unavailable", reply
+                assert time.monotonic() < deadline, "the node did not recover after the thaw"
+                await asyncio.sleep(0.2)
 
 
 async def test_the_http_api_answers_a_frozen_redis_in_time_and_a_retry_publishes_once(

@@ -96,9 +96,7 @@ async def test_a_normal_refusal_is_one_info_line_with_its_reason(
         assert time.monotonic() < deadline, node.log()
         await asyncio.sleep(0.05)
     # The port is random and may contain "401": match the status field, not the digits.
-    lines = [
-        line for line in node.log().splitlines() if "status=401" in line or "refused" in line
-    ]
+    lines = [line for line in node.log().splitlines() if "status=401" in line or "refused" in line]
     assert len(lines) == 1, lines
     assert " INFO " in lines[0] and "status=401" in lines[0] and "reason=" in lines[0]
     assert "ERROR" not in node.log() and "TOKEN-NEVER-LOGGED" not in node.log()

@@ -68,6 +68,10 @@ class Listener:
         self.started = asyncio.get_running_loop().create_future()
         """Done at the first session's end of set-up, live or failed (the node starts anyway)."""
         self._pubsub: PubSub | None = None
+        self._connected = asyncio.Event()
+        """Set while a session holds a pub/sub connection that subscriptions can go out on."""
+        self._attempting = False
+        """A session is connecting right now (not backing off after a refusal)."""
         self._confirmed: dict[bytes, asyncio.Future[None]] = {}
 
     async def run(self) -> None:
@@ -91,12 +95,18 @@ class Listener:
         pubsub = self.client.pubsub()
         loop = asyncio.get_running_loop()
         since = 0.0
+        self._attempting = True
         try:
             names = [self.node_channel, *self.wanted]
             self._confirmed = {name: loop.create_future() for name in names}
+            # Held here, not looked up again: an unsubscribe while this session starts pops
+            # its future from _confirmed (and settles it), which must not end the session.
+            pending = list(self._confirmed.values())
             await pubsub.subscribe(*names)
             self._pubsub = pubsub
-            await self._confirm(pubsub, names)
+            self._attempting = False
+            self._connected.set()
+            await self._confirm(pubsub, pending)
             self.live, since = True, loop.time()
             self.sessions += 1
             self._settle_started()
@@ -115,6 +125,8 @@ class Listener:
         finally:
             self.live = False
             self._pubsub = None
+            self._attempting = False
+            self._connected.clear()
             for future in self._confirmed.values():
                 if not future.done():
                     future.set_exception(BrokerUnavailable("the Redis pub/sub link was lost"))
@@ -122,11 +134,10 @@ class Listener:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
-    async def _confirm(self, pubsub: PubSub, names: list[bytes]) -> None:
+    async def _confirm(self, pubsub: PubSub, pending: list[asyncio.Future[None]]) -> None:
         """Read until Redis confirmed every subscription of a new session, within the timeout."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
-        pending = [self._confirmed[name] for name in names]
         while not all(f.done() for f in pending):
             left = deadline - loop.time()
             if left <= 0:
@@ -169,6 +180,13 @@ class Listener:
     async def subscribe(self, name: bytes) -> None:
         """Subscribe now, and in every later session; returns once Redis confirmed it."""
         self.wanted.add(name)
+        if self._pubsub is None and self._attempting and not self.closing:
+            # A session is connecting (e.g. right after Redis thawed): wait for it rather than
+            # refuse a join that works a moment later. The hub's reply bound cuts this wait
+            # short, and then answers `unavailable`. While Redis refuses connections (backoff),
+            # nobody waits: the answer is `unavailable` at once.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._connected.wait(), self.timeout)
         pubsub = self._pubsub
         if pubsub is None:
             raise BrokerUnavailable("not connected to Redis")

@@ -35,6 +35,15 @@ from typing import Any
 
 import websockets
 
+from benchmarks.abuse_queues import (
+    attack_fast_pause,
+    attack_history_flood,
+    attack_idle_consumers,
+    attack_ping_flood,
+    attack_ping_noread,
+    attack_presence_flood,
+)
+
 ROOT = Path(__file__).resolve().parent.parent
 MB = 2**20
 NEIGHBOURS = 20
@@ -64,7 +73,30 @@ SCENARIOS = [
     Scenario("history_names", "history of 100,000 distinct channel names, never joined", during=60),
     Scenario("join_leave", "join and leave 100,000 distinct channels", during=60),
     Scenario("meta", "10 connections, each joining 128 channels with 60 KB meta", during=30),
+    Scenario("history_flood", "a client that never reads: 150 history of a full channel"),
+    Scenario(
+        "presence_flood",
+        "a client that never reads: 100 presence of 150 members with the largest meta accepted",
+        during=25,
+    ),
+    Scenario("fast_pause", "20 consumers pausing 16 s, reading 0.3 s; 60 KB at 60/s", during=36),
+    Scenario("idle_consumers", "2,000 consumers that never read; 1 KB at 200/s", during=30),
+    Scenario(
+        "ping_flood",
+        "--rate-limit 50: WebSocket pings as fast as possible, read",
+        ("--rate-limit", "50"),
+        during=15,
+    ),
+    Scenario("ping_noread", "WebSocket pings as fast as possible, never read", during=15),
 ]
+_NEW_ATTACKS = (
+    attack_fast_pause,
+    attack_history_flood,
+    attack_idle_consumers,
+    attack_ping_flood,
+    attack_ping_noread,
+    attack_presence_flood,
+)  # imported so that ATTACKS below finds them by name
 
 
 # --- the node ---------------------------------------------------------------------------------
@@ -437,7 +469,12 @@ def show(r: dict[str, Any]) -> None:
 
 async def main_async(args: argparse.Namespace) -> None:
     if args.attack:
-        print(json.dumps(await ATTACKS[args.attack](args.port, args.seconds)), flush=True)
+        attack = ATTACKS[args.attack](args.port, args.seconds)
+        try:  # bounded even when the node stops answering
+            result = await asyncio.wait_for(attack, args.seconds + 30)
+        except TimeoutError:
+            result = {"attack": "timed out"}
+        print(json.dumps(result), flush=True)
         return
     only = set(args.only.split(",")) if args.only else None
     source = Path(args.source)

@@ -262,8 +262,10 @@ async def attack_ping_flood(port: int, seconds: float) -> dict[str, Any]:
                 elif opcode == CLOSE:
                     close = str(struct.unpack("!H", payload[:2])[0]) if payload else "close"
                     return
-                else:
+                elif opcode == TEXT:
                     counts[json.loads(payload).get("code") or "text"] += 1
+                else:  # the server's own keepalive pings
+                    counts[f"opcode {opcode}"] += 1
         close = "cut off (no close frame)" if close == "open" else close
 
     reading = asyncio.create_task(read())

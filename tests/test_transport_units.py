@@ -256,6 +256,29 @@ async def test_pings_take_tokens_from_the_rate_limit_and_a_flood_is_closed(
         await hub.stop()
 
 
+async def test_a_ping_over_the_rate_holds_the_reading_of_its_peer_for_a_while() -> None:
+    # Refusing the pong is not enough: parsing a flood of pings is what costs the node.
+    hub = Hub("memory://", Settings(rate_limit=5))
+    await hub.start()
+    try:
+        session, _ = await opened(hub)
+        transport: FakeTransport = session.transport
+        for _ in range(5):  # within the burst: answered, reading goes on
+            session.client.send_ping(b"p")
+        session.send_client()
+        assert not transport.reading_paused
+        session.client.send_ping(b"p")  # over the rate
+        session.send_client()
+        assert transport.reading_paused
+        for _ in range(200):  # then reading resumes by itself, within the hold
+            if not transport.reading_paused:
+                break
+            await asyncio.sleep(0.01)
+        assert not transport.reading_paused
+    finally:
+        await hub.stop()
+
+
 async def test_a_client_that_pings_and_never_reads_stops_being_read(hub: Hub) -> None:
     session, _ = await opened(hub)
     transport: FakeTransport = session.transport

@@ -39,6 +39,7 @@ verifies at start-up that the installed uvicorn has what this class relies on.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -49,11 +50,17 @@ from websockets.exceptions import SecurityError
 from websockets.http11 import Response
 from websockets.protocol import State
 
+from wshub.ratelimit import MAX_PAUSE
+
 __all__ = ["WshubWebSocketProtocol"]
 
 log = logging.getLogger("wshub.server")
 
 _OPEN = State.OPEN  # an enum member looked up once: the class attribute costs on every write
+RATE_HOLD = MAX_PAUSE / 2
+"""Seconds a peer's reading is held back after a ping over its rate: half the second in which
+its bucket pays off a full debt (a burst is one second's worth), so that a flood stays in
+debt and still ends in 1008."""
 _PONG = b"\x8a"  # FIN + opcode 10: the first byte of every pong websockets writes
 
 
@@ -92,6 +99,8 @@ class WshubWebSocketProtocol(WebSocketsSansIOProtocol):
     _reading_held = False
     """Reading stopped by this class while pongs wait on a full transport."""
     _discarding = False
+    _rate_hold: asyncio.TimerHandle | None = None
+    """Reading held back after a ping over the rate (see :meth:`handle_ping`)."""
     """The parser failed the connection: what the peer still sends is read and dropped."""
 
     # --- the handshake ---------------------------------------------------------------------
@@ -138,7 +147,7 @@ class WshubWebSocketProtocol(WebSocketsSansIOProtocol):
         super().resume_writing()
         if self._reading_held:
             self._reading_held = False
-            if not self.read_paused:
+            if not self.read_paused and self._rate_hold is None:
                 self.transport.resume_reading()
         fast = self.fast_path
         if fast is not None and fast.callback is not None:
@@ -149,12 +158,32 @@ class WshubWebSocketProtocol(WebSocketsSansIOProtocol):
         fast = self.fast_path
         allow = fast.ping_filter if fast is not None else None
         if allow is not None:  # one pong per ping in the output; ask for each
-            output = [chunk for chunk in output if chunk[:1] != _PONG or allow()]
+            answered = [chunk for chunk in output if chunk[:1] != _PONG or allow()]
+            if len(answered) < len(output) and self._rate_hold is None:
+                self._hold_for_rate()
+            output = answered
         self.transport.write(b"".join(output))
         if not self.writable.is_set() and not self._reading_held:
             # The peer does not read its pongs: read no more pings until it does.
             self._reading_held = True
             self.transport.pause_reading()
+
+    def _hold_for_rate(self) -> None:
+        """A ping over the rate: read nothing from this peer for a while. Refusing the pong is
+        not enough, since parsing a flood of tiny pings is what costs the node its CPU (and its
+        other clients their latency); held, the peer costs at most two reads a second."""
+        self.transport.pause_reading()
+        self._rate_hold = self.loop.call_later(RATE_HOLD, self._end_rate_hold)
+
+    def _end_rate_hold(self) -> None:
+        self._rate_hold = None
+        if not (self.read_paused or self._reading_held or self.transport.is_closing()):
+            self.transport.resume_reading()
+
+    def _cancel_rate_hold(self) -> None:
+        if self._rate_hold is not None:
+            self._rate_hold.cancel()
+            self._rate_hold = None
 
     # --- closing ---------------------------------------------------------------------------
 
@@ -166,7 +195,9 @@ class WshubWebSocketProtocol(WebSocketsSansIOProtocol):
             self.conn.send_close(code, reason)
             self.transport.write(b"".join(self.conn.data_to_send()))
             self.close_sent = True
-            if self.read_paused or self._reading_held:  # read the peer's close reply
+            if self.read_paused or self._reading_held or self._rate_hold is not None:
+                # Read the peer's close reply.
+                self._cancel_rate_hold()
                 self.read_paused = self._reading_held = False
                 self.transport.resume_reading()
         # Whoever wrote the close frame, the peer has ``timeout`` to complete the close.
@@ -186,7 +217,8 @@ class WshubWebSocketProtocol(WebSocketsSansIOProtocol):
         transport.write(b"".join(self.conn.data_to_send()))
         if transport.can_write_eof():  # not over TLS: then the timeout ends it
             transport.write_eof()
-        if self.read_paused or self._reading_held:
+        if self.read_paused or self._reading_held or self._rate_hold is not None:
+            self._cancel_rate_hold()
             self.read_paused = self._reading_held = False
             transport.resume_reading()
         self._abort_in(self.close_timeout)

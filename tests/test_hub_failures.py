@@ -76,3 +76,57 @@ async def test_a_failing_disconnect_hook_is_logged_and_the_user_leaves_presence(
         assert [m["user"] for m in reply["members"]] == ["a"]
     finally:
         await hub.stop()
+
+
+class GatedBroker(MemoryBroker):
+    """``recover`` or ``presence_add``, whichever is named in ``gated``, waits for ``gate``."""
+
+    def __init__(self, gated: str) -> None:
+        super().__init__()
+        self.gated = gated
+        self.gate = asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    async def _wait(self, call: str) -> None:
+        if call == self.gated:
+            self.waiting.set()
+            await self.gate.wait()
+
+    async def recover(self, channel: str, offset: int | None, epoch: str | None) -> Any:
+        await self._wait("recover")
+        return await super().recover(channel, offset, epoch)
+
+    async def presence_add(self, channel: str, user: str, session: str, meta: bytes) -> bool:
+        await self._wait("presence_add")
+        return await super().presence_add(channel, user, session, meta)
+
+
+@pytest.mark.parametrize("gated", ["recover", "presence_add"])
+async def test_a_client_gone_while_its_join_waits_on_the_broker_leaves_no_trace(
+    gated: str,
+) -> None:
+    broker = GatedBroker(gated)
+    hub = Hub(broker)
+    await hub.start()
+    try:
+        a = Peer(hub, "a")
+        join = asyncio.create_task(hub.handle_text(a.conn, '{"type":"join","channel":"c"}'))
+        await broker.waiting.wait()
+        await hub.disconnect(a.conn)
+        broker.gate.set()
+        await join
+        await settle()
+        assert await broker.presence("c") == []  # no member left behind by the late join
+        assert "c" not in hub._channels and await broker.channels() == {}
+        assert a.link.of_type("joined") == []
+        # The channel works for whoever joins next.
+        broker.gated = ""
+        b = Peer(hub, "b")
+        reply = await b.say({"type": "presence", "channel": "c", "id": 1})
+        assert reply["members"] == []
+        assert (await b.say({"type": "join", "channel": "c"}))["type"] == "joined"
+        await hub.publish("c", "next")
+        await settle()
+        assert [m["data"] for m in b.link.of_type("message")] == ["next"]
+    finally:
+        await hub.stop()

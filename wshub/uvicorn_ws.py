@@ -180,10 +180,16 @@ class WshubWebSocketProtocol(WebSocketsSansIOProtocol):
         if not (self.read_paused or self._reading_held or self.transport.is_closing()):
             self.transport.resume_reading()
 
-    def _cancel_rate_hold(self) -> None:
+    def _read_again(self) -> None:
+        """Drop every hold on reading (uvicorn's, the pongs', the rate's): once a close is under
+        way, what the peer sends must be read, or the close cannot complete."""
         if self._rate_hold is not None:
             self._rate_hold.cancel()
             self._rate_hold = None
+        elif not (self.read_paused or self._reading_held):
+            return
+        self.read_paused = self._reading_held = False
+        self.transport.resume_reading()
 
     # --- closing ---------------------------------------------------------------------------
 
@@ -195,11 +201,7 @@ class WshubWebSocketProtocol(WebSocketsSansIOProtocol):
             self.conn.send_close(code, reason)
             self.transport.write(b"".join(self.conn.data_to_send()))
             self.close_sent = True
-            if self.read_paused or self._reading_held or self._rate_hold is not None:
-                # Read the peer's close reply.
-                self._cancel_rate_hold()
-                self.read_paused = self._reading_held = False
-                self.transport.resume_reading()
+            self._read_again()  # the peer's close reply
         # Whoever wrote the close frame, the peer has ``timeout`` to complete the close.
         self._abort_in(timeout)
 
@@ -217,10 +219,7 @@ class WshubWebSocketProtocol(WebSocketsSansIOProtocol):
         transport.write(b"".join(self.conn.data_to_send()))
         if transport.can_write_eof():  # not over TLS: then the timeout ends it
             transport.write_eof()
-        if self.read_paused or self._reading_held or self._rate_hold is not None:
-            self._cancel_rate_hold()
-            self.read_paused = self._reading_held = False
-            transport.resume_reading()
+        self._read_again()
         self._abort_in(self.close_timeout)
 
     def _abort_in(self, timeout: float) -> None:

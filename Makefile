@@ -98,7 +98,7 @@ test-fast: lint typecheck system-deps $(JS_CLIENT)/node_modules/.package-lock.js
 
 test-lowest: $(LOW_STAMP) system-deps
 	@# Else wshub would fall back to the ASGI path and the fast-path tests would test that.
-	$(LOW_PY) -c 'import uvicorn, websockets; from wshub.uvicorn_check import missing_internals as m; \
+	$(LOW_PY) -c 'import uvicorn, websockets; from wshub.transport.uvicorn_check import missing_internals as m; \
 		print("lowest: uvicorn", uvicorn.__version__, "websockets", websockets.__version__); \
 		assert not m(), f"the fast path would be off: missing {m()}"'
 	$(LOW_PY) -m pytest -q -p no:cacheprovider $(LOW_TESTS)

@@ -20,7 +20,7 @@ import uvicorn
 
 from tests.support import free_port
 from wshub import Hub
-from wshub.server import create_app
+from wshub.app.server import create_app
 
 CLIENTS = r"""
 import asyncio, sys, websockets
@@ -53,7 +53,7 @@ async def profile(count: int, top: int) -> None:
     config = uvicorn.Config(
         create_app(hub),
         port=free_port(),
-        ws="wshub.uvicorn_ws:WshubWebSocketProtocol",
+        ws="wshub.transport.uvicorn_ws:WshubWebSocketProtocol",
         ws_per_message_deflate=False,
         log_level="warning",
     )

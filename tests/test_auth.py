@@ -22,9 +22,9 @@ from websockets.typing import Origin
 
 from tests.conftest import ServerFactory
 from tests.support import Client, ServerProcess, connect
-from wshub.auth import Identity, TokenRejected, TokenVerifier
-from wshub.cli import app
-from wshub.permissions import Permissions
+from wshub.cli.main import app
+from wshub.core.auth import Identity, TokenRejected, TokenVerifier
+from wshub.core.permissions import Permissions
 
 SECRET = "a-test-secret-long-enough-for-hs256-and-for-hs512-which-wants-64-bytes"
 ORIGIN = "https://chat.example.com"

@@ -19,7 +19,7 @@ from tests.support import ROOT, ServerProcess
 from wshub.bench import WSHUB
 from wshub.bench.procstat import cpu_seconds, process_tree, rss_bytes
 from wshub.bench.report import Generator, percentiles
-from wshub.cli import app
+from wshub.cli.main import app
 from wshub.protocol import Join, Publish, decode_client_frame
 
 pytestmark = pytest.mark.slow  # real load runs

@@ -8,8 +8,8 @@ import pytest
 
 from tests.conftest import ServerFactory
 from tests.test_bench import bench
-from wshub.auth import mint_token
 from wshub.bench.workers import with_token
+from wshub.core.auth import mint_token
 
 SECRET = "b" * 40
 

@@ -23,7 +23,7 @@ from tests.conftest import ServerFactory
 from tests.support import ROOT, connect, serve_in_process
 from tests.test_browser import ARGS, CHROMIUM
 from wshub import Hub
-from wshub.auth import mint_token
+from wshub.core.auth import mint_token
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]  # real Chromium
 

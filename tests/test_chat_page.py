@@ -16,7 +16,7 @@ from tests.conftest import ServerFactory
 from tests.support import Client, Frame, ServerProcess, connect
 from tests.test_browser import ARGS, CHROMIUM, open_chat, publish, say, texts
 from tests.test_browser_client import KEY, post
-from wshub.auth import mint_token
+from wshub.core.auth import mint_token
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]  # real Chromium
 

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.support import ServerProcess, connect, free_port, serve_refused
-from wshub.cli import app
+from wshub.cli.main import app
 
 FLAGS = {
     "--host": "127.0.0.1",

@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import ServerFactory
 from tests.proxy import TcpProxy
 from tests.support import ServerProcess, connect, free_port
-from wshub.auth import mint_token
+from wshub.core.auth import mint_token
 
 SECRET = "s" * 40
 KEY = "cli-api-key"

@@ -13,7 +13,6 @@ import pytest
 from tests.conftest import ServerFactory
 from tests.proxy import TcpProxy
 from tests.support import connect, http_get
-from wshub.auth import mint_token
 from wshub.client import (
     Action,
     Backoff,
@@ -25,6 +24,7 @@ from wshub.client import (
     after_close,
     after_refusal,
 )
+from wshub.core.auth import mint_token
 
 SECRET = "s" * 40
 KEY = "test-api-key"

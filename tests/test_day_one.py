@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import ServerFactory
 from tests.support import ServerProcess, connect
 from wshub import __version__
-from wshub.auth import mint_token
+from wshub.core.auth import mint_token
 
 
 def wshub(*args: str, columns: int = 80) -> subprocess.CompletedProcess[str]:

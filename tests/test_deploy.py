@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from tests.conftest import ServerFactory
 from tests.support import ROOT, Client, RedisProcess, connect, free_port, http_get
-from wshub.options import read_toml, resolve
+from wshub.cli.options import read_toml, resolve
 
 pytestmark = pytest.mark.slow  # real nginx and nodes
 

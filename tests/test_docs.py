@@ -32,7 +32,7 @@ import pytest
 import websockets
 
 from tests.support import ROOT, RedisProcess, ServerProcess, connect, free_port
-from wshub.auth import mint_token
+from wshub.core.auth import mint_token
 
 SECRET = "docs-secret-" + "x" * 32
 API_KEY = "docs-api-key"

@@ -15,7 +15,7 @@ from websockets.frames import Opcode
 
 from tests.conftest import ServerFactory
 from tests.support import Client, connect
-from wshub.frame import Frame, text_frame
+from wshub.protocol.wire import Frame, text_frame
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 200_000])

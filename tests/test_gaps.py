@@ -1,4 +1,4 @@
-"""Gaps are filled or told (wshub.gaps, wshub.channel): bounded holds, repairs that fail,
+"""Gaps are filled or told (wshub.core.gaps, wshub.core.channel): bounded holds, repairs that fail,
 resyncs that must be retried. In-process, on a broker whose pub/sub loses what it is told to."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from typing import Any
 
 from tests.test_hub import LossyBroker, Peer, settle
 from wshub.brokers import BrokerUnavailable
-from wshub.config import Settings
-from wshub.history import Recovery
-from wshub.hub import Hub
-from wshub.publication import Publication
+from wshub.core.hub import Hub
+from wshub.model.config import Settings
+from wshub.model.history import Recovery
+from wshub.model.publication import Publication
 
 
 class SlowBroker(LossyBroker):

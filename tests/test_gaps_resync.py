@@ -1,4 +1,4 @@
-"""After the broker reconnects, each channel's position is checked (wshub.gaps): nothing is
+"""After the broker reconnects, each channel's position is checked (wshub.core.gaps): nothing is
 redelivered when nothing was missed, and a broker that lost its history (Redis flushed)
 starts the channel's offsets again without closing anyone. In-process, on the memory broker."""
 
@@ -8,8 +8,8 @@ import asyncio
 
 from tests.test_hub import Peer
 from wshub.brokers.memory import MemoryBroker
-from wshub.history import ChannelLogs
-from wshub.hub import Hub
+from wshub.core.hub import Hub
+from wshub.model.history import ChannelLogs
 
 
 class FlushableBroker(MemoryBroker):

@@ -12,9 +12,9 @@ import pytest
 from wshub import Forbidden, Hub, Permissions, Settings
 from wshub.brokers import BrokerUnavailable
 from wshub.brokers.memory import MemoryBroker
-from wshub.connection import Connection
-from wshub.frame import Frame
-from wshub.publication import Publication
+from wshub.core.connection import Connection
+from wshub.model.publication import Publication
+from wshub.protocol.wire import Frame
 
 
 class FakeLink:

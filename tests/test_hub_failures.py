@@ -12,7 +12,7 @@ import pytest
 from tests.test_hub import Peer, settle
 from wshub.brokers import BrokerUnavailable
 from wshub.brokers.memory import MemoryBroker
-from wshub.hub import Hub
+from wshub.core.hub import Hub
 
 
 class RefusingBroker(MemoryBroker):

@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import ServerFactory
 from tests.support import ROOT
 from wshub import __version__
-from wshub.auth import mint_token
+from wshub.core.auth import mint_token
 
 pytestmark = pytest.mark.slow  # npm, tsc and Node against a real node
 

@@ -13,7 +13,7 @@ from websockets.exceptions import InvalidStatus
 
 from tests.conftest import ServerFactory
 from tests.support import connect
-from wshub.logs import JsonFormatter, RateLimit, Scrub, TextFormatter
+from wshub.cli.logs import JsonFormatter, RateLimit, Scrub, TextFormatter
 
 
 def record(

@@ -16,7 +16,8 @@ import pytest
 
 from tests.conftest import ServerFactory
 from tests.support import ROOT, ServerProcess, connect, http_get
-from wshub import asyncapi, protocol
+from wshub import protocol
+from wshub.protocol import asyncapi
 
 NODE_DIR = ROOT / ".venv" / "node"
 VALIDATOR = ROOT / "tests" / "js" / "validate_asyncapi.mjs"

@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from tests.conftest import ServerFactory
 from tests.support import connect, serve_refused
-from wshub.cli import app
-from wshub.options import ConfigError, Origin, ServeConfig, read_toml, resolve, settings_table
+from wshub.cli.main import app
+from wshub.cli.options import ConfigError, Origin, ServeConfig, read_toml, resolve, settings_table
 
 
 def test_every_setting_has_a_flag_a_variable_and_help() -> None:

@@ -18,8 +18,8 @@ from tests.proxy import TcpProxy
 from tests.support import RedisProcess
 from wshub.brokers import BrokerTimeout, BrokerUnavailable
 from wshub.brokers.redis import RedisBroker
-from wshub.config import Settings
-from wshub.publication import Publication
+from wshub.model.config import Settings
+from wshub.model.publication import Publication
 
 TIMEOUT = 1.0
 

@@ -1,4 +1,4 @@
-"""Ordered serving within a bound (wshub.serving), and the hub's answers to a stalled broker.
+"""Ordered serving within a bound (wshub.core.serving), and the hub's answers to a stalled broker.
 
 The broker here is the in-memory one, stalled where a test says (an event it waits on); the
 real fault, a Redis frozen with SIGSTOP, is in tests/test_stalls.py.
@@ -16,8 +16,8 @@ from tests.test_hub import Peer, settle
 from wshub import Hub, Settings
 from wshub.brokers import BrokerTimeout, BrokerUnavailable
 from wshub.brokers.memory import MemoryBroker
-from wshub.publication import Publication
-from wshub.serving import FrameLine, after_reply, bounded, deadline_in, within
+from wshub.core.serving import FrameLine, after_reply, bounded, deadline_in, within
+from wshub.model.publication import Publication
 
 # --- bounded --------------------------------------------------------------------------------
 

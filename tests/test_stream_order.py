@@ -1,5 +1,5 @@
 """Each subscriber gets a channel's messages once, in offset order, when the broker's pub/sub
-repeats a publication or runs behind what a joiner read from history (wshub.channel).
+repeats a publication or runs behind what a joiner read from history (wshub.core.channel).
 In-process, on the memory broker with its pub/sub made to misbehave as a shared one may."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from typing import Any
 
 from tests.test_hub import Peer, settle
 from wshub.brokers.memory import MemoryBroker
-from wshub.hub import Hub
-from wshub.publication import Publication
+from wshub.core.hub import Hub
+from wshub.model.publication import Publication
 
 
 class UnevenBroker(MemoryBroker):

@@ -8,7 +8,7 @@ import logging
 import pytest
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from wshub.uvicorn_check import WSHUB_PROTOCOL, missing_internals, ws_protocol
+from wshub.transport.uvicorn_check import WSHUB_PROTOCOL, missing_internals, ws_protocol
 
 
 def test_the_installed_uvicorn_has_everything(caplog: pytest.LogCaptureFixture) -> None:

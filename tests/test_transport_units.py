@@ -16,9 +16,9 @@ from websockets.frames import Opcode
 
 from tests.transport_support import LOW_WATER, FakeTransport, Session
 from wshub import Hub, Settings
-from wshub.connection import AsgiConnection, Connection
-from wshub.direct import FLUSH_BYTES, DirectConnection
-from wshub.frame import Frame
+from wshub.core.connection import AsgiConnection, Connection
+from wshub.protocol.wire import Frame
+from wshub.transport.direct import FLUSH_BYTES, DirectConnection
 
 
 @pytest.fixture
@@ -235,7 +235,7 @@ async def test_the_asgi_path_cuts_off_a_reader_that_blocks_its_writer() -> None:
 async def test_pings_take_tokens_from_the_rate_limit_and_a_flood_is_closed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("wshub.ratelimit.ABUSE_SECONDS", 0.3)
+    monkeypatch.setattr("wshub.core.ratelimit.ABUSE_SECONDS", 0.3)
     hub = Hub("memory://", Settings(rate_limit=5))
     await hub.start()
     try:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from wshub.config import MIB, Settings
-from wshub.history import ChannelLog
-from wshub.presence import PresenceTable
-from wshub.ratelimit import ABUSE_SECONDS, RateLimiter
+from wshub.core.ratelimit import ABUSE_SECONDS, RateLimiter
+from wshub.model.config import MIB, Settings
+from wshub.model.history import ChannelLog
+from wshub.model.presence import PresenceTable
 
 
 def filled(n: int, size: int = 100, ttl: float = 300, now: float = 0.0) -> ChannelLog:

@@ -18,10 +18,10 @@ from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 from websockets.uri import parse_uri
 
-from wshub.connection import Connection
-from wshub.hub import Hub
-from wshub.server import create_app
-from wshub.uvicorn_ws import WshubWebSocketProtocol
+from wshub.app.server import create_app
+from wshub.core.connection import Connection
+from wshub.core.hub import Hub
+from wshub.transport.uvicorn_ws import WshubWebSocketProtocol
 
 HIGH_WATER = 65_536
 LOW_WATER = HIGH_WATER // 4  # asyncio's default low-water mark

@@ -1,3 +1,3 @@
-from wshub.cli import main
+from wshub.cli.main import main
 
 main()

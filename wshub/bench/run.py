@@ -72,7 +72,7 @@ class BenchConfig:
         """The token ``user``'s connections present; empty in open mode."""
         if self.token or not self.jwt_secret:
             return self.token
-        from wshub.auth import mint_token
+        from wshub.core.auth import mint_token
 
         channels = [f"{self.channel_prefix}*"]
         ttl = 3600 + 2 * self.duration  # long enough for any run, expired soon after

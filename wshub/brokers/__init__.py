@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from wshub.brokers.base import Broker, BrokerSink, BrokerTimeout, BrokerUnavailable, Member
-from wshub.config import Settings
+from wshub.model.config import Settings
 
 __all__ = [
     "Broker",

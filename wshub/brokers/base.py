@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from wshub.history import Recovery
-from wshub.publication import Publication
+from wshub.model.history import Recovery
+from wshub.model.publication import Publication
 
 __all__ = ["Broker", "BrokerSink", "BrokerTimeout", "BrokerUnavailable", "Member"]
 

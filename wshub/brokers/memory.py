@@ -11,9 +11,9 @@ import contextlib
 import time
 
 from wshub.brokers.base import BrokerSink, Member
-from wshub.history import ChannelLogs, Recovery
-from wshub.presence import PresenceTable
-from wshub.publication import Publication
+from wshub.model.history import ChannelLogs, Recovery
+from wshub.model.presence import PresenceTable
+from wshub.model.publication import Publication
 
 __all__ = ["MemoryBroker"]
 

@@ -7,7 +7,7 @@ subscriber. This class keeps that stream in offset order with no gaps and no rep
   from history, or the broker repeated it);
 - a publication beyond the next offset reveals a gap (a shared broker's pub/sub is at most
   once). It is held, with everything after it, until the hub has fetched the missing ones from
-  history (:meth:`repaired`) or given up on them (:meth:`skip`; see ``wshub.gaps``);
+  history (:meth:`repaired`) or given up on them (:meth:`skip`; see ``wshub.core.gaps``);
 - joins in progress get their live messages held aside until their ``joined`` reply is queued
   (see ``Hub._join``).
 
@@ -22,10 +22,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from wshub.connection import Connection
-from wshub.frame import Frame
+from wshub.core.connection import Connection
+from wshub.model.publication import Publication
 from wshub.protocol import CloseCode
-from wshub.publication import Publication
+from wshub.protocol.wire import Frame
 
 __all__ = ["Gap", "LocalChannel", "PendingJoin"]
 

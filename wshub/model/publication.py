@@ -5,7 +5,7 @@ from __future__ import annotations
 from msgspec import Raw
 
 from wshub import protocol
-from wshub.frame import Frame
+from wshub.protocol.wire import Frame
 
 __all__ = ["Publication"]
 

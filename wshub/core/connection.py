@@ -12,8 +12,8 @@ Two writers, one contract:
 - :class:`AsgiConnection` works under any ASGI server: a writer task per connection awaits
   the server's ``send`` for each frame, which (under uvicorn) waits while the socket's buffer
   is full.
-- :class:`DirectConnection` (in :mod:`wshub.direct`) is used when the server offers wshub's
-  ``wshub.fast`` extension (``wshub serve`` does): frames are written as pre-built WebSocket
+- :class:`DirectConnection` (in :mod:`wshub.transport.direct`) is used when the server offers
+  wshub's ``wshub.fast`` extension (``wshub serve`` does): frames are written as pre-built WebSocket
   frame bytes, shared by every subscriber, straight to the transport; what a fan-out queues in
   one event-loop tick is written in one call; no task per connection. While the transport's
   buffer is above its high-water mark the frames wait in the same bounded queue.
@@ -29,15 +29,15 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from wshub.config import MIB
-from wshub.frame import Frame
-from wshub.permissions import Permissions
+from wshub.core.permissions import Permissions
+from wshub.core.ratelimit import RateLimiter
+from wshub.model.config import MIB
 from wshub.protocol import CloseCode
-from wshub.ratelimit import RateLimiter
+from wshub.protocol.wire import Frame
 
 __all__ = ["AsgiConnection", "Connection", "FastPath", "Link"]
 
-log = logging.getLogger("wshub.connection")
+log = logging.getLogger("wshub.core.connection")
 
 BACKLOG_FACTOR = 4
 """How far past its budget an ASGI connection's queue may grow while its writer is not blocked

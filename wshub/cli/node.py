@@ -33,15 +33,15 @@ from typing import Any
 import uvicorn
 
 from wshub import __version__
-from wshub.hub import Hub
-from wshub.logs import log_config
-from wshub.options import ServeConfig, token_verifier
-from wshub.uvicorn_check import ws_protocol
-from wshub.uvicorn_http import http_protocol
+from wshub.cli.logs import log_config
+from wshub.cli.options import ServeConfig, token_verifier
+from wshub.core.hub import Hub
+from wshub.transport.uvicorn_check import ws_protocol
+from wshub.transport.uvicorn_http import http_protocol
 
 __all__ = ["DrainingServer", "run"]
 
-log = logging.getLogger("wshub.node")
+log = logging.getLogger("wshub.cli.node")
 
 FORCED_EXIT = 1
 STARTUP_FAILURE = 3  # uvicorn's exit code when a server could not start
@@ -115,7 +115,7 @@ def uvicorn_config(config: ServeConfig, app: Any) -> uvicorn.Config:
         app,
         host=config.host,
         port=config.port,
-        # Limits on every request before the app sees it: see wshub.uvicorn_http for why.
+        # Limits on every request before the app sees it: see wshub.transport.uvicorn_http for why.
         http=http_protocol(config.request_limits()),
         ws=ws_protocol(),
         ws_max_size=settings.hard_frame_bytes,
@@ -135,8 +135,8 @@ def serve_node(
     config: ServeConfig, sockets: list[socket.socket] | None = None, parent: int | None = None
 ) -> int:
     """Run one node until it is drained; the process's exit code."""
-    from wshub.handshake import Handshake
-    from wshub.server import create_app
+    from wshub.app.server import create_app
+    from wshub.transport.handshake import Handshake
 
     verifier = token_verifier(config)
     origins = [o for o in config.allowed_origins.split(",") if o.strip()]
@@ -206,7 +206,7 @@ def _worker(config: ServeConfig, sock: socket.socket, parent: int) -> None:
 
 def shared_metrics_dir() -> str | None:
     """Give the workers one prometheus-client folder, so that a scrape of any of them reports
-    the whole server (:mod:`wshub.metrics`); the folder this supervisor made, to delete at
+    the whole server (:mod:`wshub.app.metrics`); the folder this supervisor made, to delete at
     exit, or None when the operator set ``PROMETHEUS_MULTIPROC_DIR`` and owns it."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         return None

@@ -11,7 +11,7 @@ cut such a peer off. This class adds:
 - an abort, not a graceful close, when a keepalive ping goes unanswered: a dead peer will
   never read what is still buffered for it; and after a peer's own close, an abort once the
   close timeout passes with the buffer still full;
-- the ASGI extension ``wshub.fast`` (a :class:`wshub.connection.FastPath`): write pre-built
+- the ASGI extension ``wshub.fast`` (a :class:`wshub.core.connection.FastPath`): write pre-built
   frame bytes straight to the transport and learn when its buffer drains, so that a fan-out
   costs one ``write`` per subscriber instead of an ASGI ``send`` with its encoding, framing
   and task switch. Offered only when no extension (compression) was negotiated, since only
@@ -33,7 +33,7 @@ cut such a peer off. This class adds:
 - a denial response (the hub refusing a handshake with 401, 403, 503) that does not make
   uvicorn log "ASGI callable returned without completing handshake" as an error.
 
-Everything else, the standard ASGI path included, is uvicorn's. :mod:`wshub.uvicorn_check`
+Everything else, the standard ASGI path included, is uvicorn's. :mod:`wshub.transport.uvicorn_check`
 verifies at start-up that the installed uvicorn has what this class relies on.
 """
 
@@ -50,11 +50,11 @@ from websockets.exceptions import SecurityError
 from websockets.http11 import Response
 from websockets.protocol import State
 
-from wshub.ratelimit import MAX_PAUSE
+from wshub.core.ratelimit import MAX_PAUSE
 
 __all__ = ["WshubWebSocketProtocol"]
 
-log = logging.getLogger("wshub.server")
+log = logging.getLogger("wshub.app.server")
 
 _OPEN = State.OPEN  # an enum member looked up once: the class attribute costs on every write
 RATE_HOLD = MAX_PAUSE / 2

@@ -2,7 +2,7 @@
 
 A shared broker's pub/sub is at most once; offsets show what it lost. A :class:`GapFiller`
 takes the publications a node's broker hands it, keeps each local channel's stream whole
-(:class:`~wshub.channel.LocalChannel` holds what comes after a gap), and fetches what is
+(:class:`~wshub.core.channel.LocalChannel` holds what comes after a gap), and fetches what is
 missing from the channel's history. When history no longer has it, or the broker cannot be
 asked, the channel's subscribers are closed with 1011: they rejoin with ``since`` and learn
 from ``recovered`` what they lost. Nothing is ever skipped without telling.
@@ -22,13 +22,13 @@ from typing import Any
 
 from wshub import protocol
 from wshub.brokers import Broker, BrokerUnavailable
-from wshub.channel import Gap, LocalChannel
-from wshub.history import Recovery
-from wshub.publication import Publication
+from wshub.core.channel import Gap, LocalChannel
+from wshub.model.history import Recovery
+from wshub.model.publication import Publication
 
 __all__ = ["GapFiller"]
 
-log = logging.getLogger("wshub.hub")
+log = logging.getLogger("wshub.core.hub")
 
 RETRY_FIRST = 0.1
 RETRY_MOST = 2.0

@@ -1,102 +1,28 @@
-"""The wire protocol: client frames in, server frames out. Pure: no I/O.
+"""Client frames: the structs a client may send, and their one-pass decoding with errors
+that name the field. Pure: no I/O.
 
-Every frame is one JSON object in a text frame. Client frames are decoded in one pass by
-msgspec against the structs below, which are also the single source for the AsyncAPI
-document, so the description cannot drift from what the server accepts.
-
-``data`` and ``meta`` stay as raw JSON (``msgspec.Raw``): the hub never needs to look inside
-a publication, so it is neither decoded into Python objects nor encoded again. A message is
-encoded once, whatever the number of its subscribers.
+``data`` and ``meta`` stay as raw JSON (``msgspec.Raw``): the hub never needs to look inside a
+publication, so it is neither decoded into Python objects nor encoded again.
 """
 
 from __future__ import annotations
 
 import re
-from enum import StrEnum
-from typing import Annotated, Any, Final, NewType
+from typing import Annotated, Final
 
 import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
-__all__ = [
-    "CHANNEL_PATTERN",
-    "USER_PATTERN",
-    "ChannelName",
-    "ClientFrame",
-    "CloseCode",
-    "ErrorCode",
-    "FrameError",
-    "Since",
-    "UserId",
-    "decode_client_frame",
-    "encode",
-    "is_channel_name",
-    "is_idempotency_key",
-    "is_user_id",
-    "namespace",
-]
-
-UserId = NewType("UserId", str)
-SessionId = NewType("SessionId", str)
-ChannelName = NewType("ChannelName", str)
-
-CHANNEL_PATTERN: Final = r"^[A-Za-z0-9_\-.:@]{1,128}$"
-# A user id must fit in the channel name ``user:<id>``, so it is shorter than a channel name.
-USER_PATTERN: Final = r"^[A-Za-z0-9_\-.:@]{1,100}$"
-# fullmatch, not the anchored pattern: ``$`` would also match before a trailing newline.
-_CHANNEL_RE: Final = re.compile(CHANNEL_PATTERN[1:-1])
-_USER_RE: Final = re.compile(USER_PATTERN[1:-1])
-
-
-def is_channel_name(name: str) -> bool:
-    return _CHANNEL_RE.fullmatch(name) is not None
-
-
-def is_user_id(user: str) -> bool:
-    return _USER_RE.fullmatch(user) is not None
-
-
-def is_idempotency_key(key: str) -> bool:
-    return 1 <= len(key) <= 64
-
-
-def namespace(channel: str) -> str:
-    """The part before the first ``:``, which permissions are written against."""
-    return channel.partition(":")[0]
-
-
-class ErrorCode(StrEnum):
-    BAD_JSON = "bad_json"
-    BAD_FRAME = "bad_frame"
-    BAD_REQUEST = "bad_request"
-    UNKNOWN_TYPE = "unknown_type"
-    FORBIDDEN = "forbidden"
-    NOT_JOINED = "not_joined"
-    TOO_LARGE = "too_large"
-    RATE_LIMITED = "rate_limited"
-    LIMIT = "limit"
-    UNAVAILABLE = "unavailable"
-    INTERNAL = "internal"
-    UNAUTHORIZED = "unauthorized"
-    TIMEOUT = "timeout"
-
-
-class CloseCode:
-    NORMAL: Final = 1000
-    GOING_AWAY: Final = 1001
-    POLICY_VIOLATION: Final = 1008
-    TOO_BIG: Final = 1009
-    INTERNAL_ERROR: Final = 1011
-    TOKEN_EXPIRED: Final = 4001
-    SLOW_CONSUMER: Final = 4008
-
-
-Channel = Annotated[str, Meta(min_length=1, max_length=128, pattern=CHANNEL_PATTERN)]
-User = Annotated[str, Meta(min_length=1, max_length=100, pattern=USER_PATTERN)]
-FrameId = int | str
-Offset = Annotated[int, Meta(ge=0)]
-IdempotencyKey = Annotated[str, Meta(min_length=1, max_length=64)]
-
+from wshub.protocol.codes import ErrorCode
+from wshub.protocol.names import (
+    Channel,
+    FrameId,
+    IdempotencyKey,
+    Offset,
+    User,
+    is_channel_name,
+    is_user_id,
+)
 
 # --- client frames ---------------------------------------------------------------------------
 
@@ -303,178 +229,6 @@ def _json_type(value: object) -> str:
             return "array"
         case _:
             return "object"
-
-
-# --- server frames ---------------------------------------------------------------------------
-
-
-class ServerInfo(Struct):
-    """The server's name and version."""
-
-    name: str
-    version: str
-    node: str | UnsetType = UNSET
-    """Which node (process) serves this connection: useful behind a load balancer."""
-
-
-class Welcome(Struct, tag="welcome", tag_field="type"):
-    """First frame after the upgrade; ``heartbeat`` is the ping interval in seconds."""
-
-    user: str
-    session: str
-    server: ServerInfo
-    heartbeat: float
-
-
-class Joined(Struct, tag="joined", tag_field="type"):
-    """Reply to ``join``: the channel's position, and whether missed messages follow."""
-
-    channel: str
-    offset: int
-    epoch: str
-    recovered: bool
-    id: FrameId | UnsetType = UNSET
-
-
-class Left(Struct, tag="left", tag_field="type"):
-    """Reply to ``leave``."""
-
-    channel: str
-    id: FrameId | UnsetType = UNSET
-
-
-class Ack(Struct, tag="ack", tag_field="type"):
-    """Reply to ``publish`` (with the message's channel, offset and epoch) and to ``send``."""
-
-    id: FrameId | UnsetType = UNSET
-    channel: str | UnsetType = UNSET
-    offset: int | UnsetType = UNSET
-    epoch: str | UnsetType = UNSET
-
-
-class Message(Struct, tag="message", tag_field="type"):
-    """A publication in a joined channel, in offset order; ``from`` is null for the HTTP API."""
-
-    channel: str
-    offset: int
-    epoch: str
-    from_: str | None = msgspec.field(name="from")
-    data: Raw | Any = None
-    ts: int = 0
-
-
-class Direct(Struct, tag="direct", tag_field="type"):
-    """A ``send`` addressed to this connection's user."""
-
-    from_: str | None = msgspec.field(name="from")
-    data: Raw | Any = None
-    ts: int = 0
-
-
-class MemberJoined(Struct, tag="member_joined", tag_field="type"):
-    """A user's first connection joined the channel (not sent for one's own joins)."""
-
-    channel: str
-    user: str
-    meta: Raw | Any = None
-
-
-class MemberLeft(Struct, tag="member_left", tag_field="type"):
-    """A user's last connection left the channel."""
-
-    channel: str
-    user: str
-    meta: Raw | Any = None
-
-
-class Member(Struct):
-    """One user present in a channel, with their latest join ``meta``."""
-
-    user: str
-    meta: Raw | Any
-    connections: int
-
-
-class Presence(Struct, tag="presence", tag_field="type"):
-    """Reply to ``presence``: everyone in the channel."""
-
-    channel: str
-    members: list[Member]
-    id: FrameId | UnsetType = UNSET
-
-
-class History(Struct, tag="history", tag_field="type"):
-    """Reply to ``history``: ``message`` frames, oldest first, and the current epoch."""
-
-    channel: str
-    epoch: str
-    messages: list[Raw]
-    id: FrameId | UnsetType = UNSET
-
-
-class Pong(Struct, tag="pong", tag_field="type"):
-    """Reply to ``ping``."""
-
-    id: FrameId | UnsetType = UNSET
-
-
-class Error(Struct, tag="error", tag_field="type"):
-    """A frame that could not be served; the connection stays open."""
-
-    code: str
-    message: str
-    id: FrameId | UnsetType = UNSET
-
-
-ServerFrame = (
-    Welcome
-    | Joined
-    | Left
-    | Ack
-    | Message
-    | Direct
-    | MemberJoined
-    | MemberLeft
-    | Presence
-    | History
-    | Pong
-    | Error
-)
-SERVER_FRAMES: Final[tuple[type[Struct], ...]] = (
-    Welcome,
-    Joined,
-    Left,
-    Ack,
-    Message,
-    Direct,
-    MemberJoined,
-    MemberLeft,
-    Presence,
-    History,
-    Pong,
-    Error,
-)
-NULL: Final = Raw(b"null")
-
-_encoder: Final = msgspec.json.Encoder()
-
-
-def encode(frame: ServerFrame) -> str:
-    """Encode a server frame to the text that goes on the wire."""
-    return _encoder.encode(frame).decode()
-
-
-def reply_id(frame_id: FrameId | None) -> FrameId | UnsetType:
-    """The ``id`` field of a reply: absent when the request carried none."""
-    return UNSET if frame_id is None else frame_id
-
-
-def error(code: ErrorCode, message: str, frame_id: FrameId | None = None) -> str:
-    return encode(Error(code=code.value, message=message, id=reply_id(frame_id)))
-
-
-def error_from(exc: FrameError) -> str:
-    return error(exc.code, exc.message, exc.frame_id)
 
 
 def frame_id(frame: ClientFrame) -> FrameId | None:

@@ -49,7 +49,7 @@ def fields_of(record: logging.LogRecord) -> dict[str, Any]:
 
 
 class TextFormatter(logging.Formatter):
-    """``2026-01-02 03:04:05,678 INFO wshub.hub: connection closed session=... code=1001``."""
+    """``2026-01-02 03:04:05,678 INFO wshub.core.hub: connection closed session=... code=1001``."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -141,12 +141,12 @@ def log_config(level: str = "info", fmt: str = "text") -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {
-            "text": {"()": "wshub.logs.TextFormatter"},
-            "json": {"()": "wshub.logs.JsonFormatter"},
+            "text": {"()": "wshub.cli.logs.TextFormatter"},
+            "json": {"()": "wshub.cli.logs.JsonFormatter"},
         },
         "filters": {
-            "scrub": {"()": "wshub.logs.Scrub"},
-            "rate_limit": {"()": "wshub.logs.RateLimit"},
+            "scrub": {"()": "wshub.cli.logs.Scrub"},
+            "rate_limit": {"()": "wshub.cli.logs.RateLimit"},
         },
         "handlers": {
             "stderr": {

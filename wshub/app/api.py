@@ -26,9 +26,10 @@ from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from wshub import protocol, serving
+from wshub import protocol
 from wshub.brokers import BrokerTimeout, BrokerUnavailable
-from wshub.hub import Hub
+from wshub.core import serving
+from wshub.core.hub import Hub
 
 __all__ = ["build_api"]
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from wshub.connection import Connection
+from wshub.core.connection import Connection
+from wshub.core.ratelimit import RateLimiter
 from wshub.protocol import ErrorCode, FrameError, HistoryRequest, PresenceRequest, frame_id
-from wshub.ratelimit import RateLimiter
 
 __all__ = ["ReadBudget"]
 

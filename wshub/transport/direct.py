@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 
-from wshub.connection import Connection, FastPath
-from wshub.frame import Frame, text_frame
+from wshub.core.connection import Connection, FastPath
+from wshub.protocol.wire import Frame, text_frame
 
 __all__ = ["FLUSH_AT", "FLUSH_BYTES", "DirectConnection", "Flusher"]
 

@@ -5,14 +5,14 @@
   every node sees one offset sequence in one order. Each node receives it once and fans out
   locally.
 - Pub/sub is at most once. The hub notices a missing offset and fills the gap from history
-  (see ``wshub.channel``); after every new pub/sub session this broker asks the hub to check
-  every channel (``wshub.brokers.redis_listener``).
+  (see ``wshub.core.channel``); after every new pub/sub session this broker asks the hub to check
+  every channel (``wshub.brokers.redis.listener``).
 - Presence lives in hashes, counted per user by scripts that say when a user's first
   connection joins and last one leaves; nodes heartbeat and evict the dead
-  (``wshub.brokers.redis_presence``).
+  (``wshub.brokers.redis.presence``).
 - Every wait on Redis is bounded by the broker timeout. A command that surely did not reach
   Redis raises BrokerUnavailable (clients get ``unavailable``); one that was sent and not
-  answered raises BrokerTimeout (``timeout``: it may have run) (``wshub.brokers.redis_link``).
+  answered raises BrokerTimeout (``timeout``: it may have run) (``wshub.brokers.redis.link``).
   The outage is logged once.
 
 See docs/scaling.md for what this guarantees and what a failure loses.
@@ -30,13 +30,13 @@ from typing import Any, TypeVar
 from redis.exceptions import RedisError
 
 from wshub.brokers.base import BrokerSink, BrokerTimeout, BrokerUnavailable, Member
-from wshub.brokers.redis_link import POOL_SIZE, ReplyLost, command_client, pubsub_client
-from wshub.brokers.redis_listener import Listener
-from wshub.brokers.redis_presence import RedisPresence
-from wshub.brokers.redis_scripts import PUBLISH, READ
-from wshub.config import Settings
-from wshub.history import Recovery, new_epoch, page, recover
-from wshub.publication import Publication
+from wshub.brokers.redis.link import POOL_SIZE, ReplyLost, command_client, pubsub_client
+from wshub.brokers.redis.listener import Listener
+from wshub.brokers.redis.presence import RedisPresence
+from wshub.brokers.redis.scripts import PUBLISH, READ
+from wshub.model.config import Settings
+from wshub.model.history import Recovery, new_epoch, page, recover
+from wshub.model.publication import Publication
 from wshub.redaction import redact_url
 
 __all__ = ["POOL_SIZE", "RedisBroker"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from msgspec import Raw
 
 from wshub import protocol
-from wshub.publication import Publication
+from wshub.model.publication import Publication
 
 __all__ = [
     "ChannelLog",

@@ -26,7 +26,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from wshub.brokers import BrokerUnavailable
-from wshub.hub import Hub
+from wshub.core.hub import Hub
 
 __all__ = [
     "CHANNELS_SHOWN",
@@ -40,7 +40,7 @@ __all__ = [
 CHANNELS_SHOWN: Final = 200
 """Channels listed in the stats, busiest first; ``channels_total`` says how many exist."""
 
-log = logging.getLogger("wshub.dashboard")
+log = logging.getLogger("wshub.app.dashboard")
 
 SHARE_SECONDS: Final = 2.0
 

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from wshub.auth import TokenVerifier
 from wshub.brokers import SCHEMES, is_shared
-from wshub.config import Settings
+from wshub.core.auth import TokenVerifier
+from wshub.model.config import Settings
 from wshub.redaction import MASK, is_secret, redact_url
-from wshub.uvicorn_http import RequestLimits
+from wshub.transport.uvicorn_http import RequestLimits
 
 __all__ = [
     "ConfigError",

@@ -19,19 +19,20 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.routing import WebSocketRoute
 
-from wshub import __version__, api_docs, asyncapi, browser_routes, metrics
-from wshub.auth import Identity
+from wshub import __version__
+from wshub.app import api_docs, browser_routes, metrics
+from wshub.app.dashboard import admin_router
 from wshub.brokers import BrokerUnavailable
-from wshub.connection import Connection, FastPath
-from wshub.dashboard import admin_router
-from wshub.handshake import Handshake
-from wshub.hub import Hub, Refusal
-from wshub.protocol import CloseCode
-from wshub.serving import FrameLine
+from wshub.core.auth import Identity
+from wshub.core.connection import Connection, FastPath
+from wshub.core.hub import Hub, Refusal
+from wshub.core.serving import FrameLine
+from wshub.protocol import CloseCode, asyncapi
+from wshub.transport.handshake import Handshake
 
 __all__ = ["AsgiLink", "build_router", "create_app"]
 
-log = logging.getLogger("wshub.server")
+log = logging.getLogger("wshub.app.server")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -42,7 +43,7 @@ CLOSE_NOW = "wshub.close_now"
 """ASGI extension offered by wshub's uvicorn protocol: close at once, ignoring a full write
 buffer, and drop the TCP connection if the close frame is not flushed in time."""
 
-STATIC: Final = Path(__file__).resolve().parent / "static"
+STATIC: Final = Path(__file__).resolve().parent.parent / "static"
 """The browser client, the chat page, the dashboard and the AsyncAPI page: no build step."""
 
 PAGES: Final = {"/": "chat.html", "/admin": "admin.html", "/asyncapi": "asyncapi.html"}
@@ -306,7 +307,7 @@ def create_app(
     app.include_router(build_router(hub, handshake))
     app.include_router(admin_router(hub, api_key))
     if api_key:
-        from wshub.api import build_api
+        from wshub.app.api import build_api
 
         app.include_router(build_api(hub, api_key))
     app.state.hub = hub

@@ -1,7 +1,7 @@
 """The checks made before a WebSocket upgrade: the Origin, then who the client is.
 
-Everything here reads the ASGI scope and answers with an :class:`~wshub.auth.Identity` or a
-:class:`~wshub.hub.Refusal`; no I/O. Refusing before the upgrade (PROTOCOL.md "Transport")
+Everything here reads the ASGI scope and answers with an :class:`~wshub.core.auth.Identity` or a
+:class:`~wshub.core.hub.Refusal`; no I/O. Refusing before the upgrade (PROTOCOL.md "Transport")
 means a forged token or a foreign page costs the server one HTTP response, not a connection.
 """
 
@@ -13,8 +13,8 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from wshub import protocol
-from wshub.auth import Identity, TokenRejected, TokenVerifier
-from wshub.hub import Refusal
+from wshub.core.auth import Identity, TokenRejected, TokenVerifier
+from wshub.core.hub import Refusal
 
 __all__ = ["Handshake", "normalize_origin", "open_mode_user"]
 

@@ -36,7 +36,7 @@ __all__ = [
     "within",
 ]
 
-log = logging.getLogger("wshub.serving")
+log = logging.getLogger("wshub.core.serving")
 
 T = TypeVar("T")
 

@@ -1,6 +1,6 @@
 """The ``wshub`` command line.
 
-``serve`` and ``config`` take the same options, built from the table in :mod:`wshub.options`:
+``serve`` and ``config`` take the same options, built from the table in :mod:`wshub.cli.options`:
 each is a flag, a ``WSHUB_<NAME>`` variable, or a key of the TOML file given by ``--config``
 (or ``WSHUB_CONFIG``), in that order of precedence.
 """
@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from wshub import __version__
-from wshub.options import ConfigError, Origin, ServeConfig, read_toml, resolve, settings_table
+from wshub.cli.options import ConfigError, Origin, ServeConfig, read_toml, resolve, settings_table
 
 app = typer.Typer(
     help="wshub: a real-time messaging hub on FastAPI (channels, presence, history, limits).",
@@ -106,7 +106,7 @@ def serve(ctx: typer.Context, config: Path | None = None, **values: Any) -> None
 
     SIGTERM or SIGINT drains the node (new clients get 503, connected ones 1001 over
     --drain-seconds), then exits 0; a second signal exits at once."""
-    from wshub.node import run
+    from wshub.cli.node import run
 
     cfg, _ = effective(ctx, config, values)
     raise typer.Exit(run(cfg))
@@ -117,7 +117,7 @@ def serve(ctx: typer.Context, config: Path | None = None, **values: Any) -> None
 def show_config(ctx: typer.Context, config: Path | None = None, **values: Any) -> None:
     """Print the configuration `wshub serve` would run with (same options), where each value
     came from (flag, env, file or default), secrets masked."""
-    from wshub.options import describe
+    from wshub.cli.options import describe
 
     cfg, origins = effective(ctx, config, values)
     typer.echo(describe(cfg, origins))
@@ -144,10 +144,10 @@ def listen(
 
     It stops, saying why, when the server says not to come back (disconnected, token
     expired); when a resume is refused it refetches the channel's history."""
-    from wshub import cli_client
+    from wshub.cli import remote
 
     with _failures():
-        cli_client.listen(url, channel, token, user, count)
+        remote.listen(url, channel, token, user, count)
 
 
 @app.command()
@@ -160,18 +160,18 @@ def publish(
     text: Annotated[bool, typer.Option("--text", help="Send DATA as a string, not JSON.")] = False,
 ) -> None:
     """Publish one message and print its channel and offset."""
-    from wshub import cli_client
+    from wshub.cli import remote
 
     with _failures():
-        payload = cli_client.parse_data(data, text)
-        offset = cli_client.publish(url, channel, payload, token, user)
+        payload = remote.parse_data(data, text)
+        offset = remote.publish(url, channel, payload, token, user)
     typer.echo(json.dumps({"channel": channel, "offset": offset}))
 
 
 @contextlib.contextmanager
 def _failures() -> Iterator[None]:
     """One line on stderr and a non-zero exit for what the client commands cannot do."""
-    from wshub.cli_client import Failed
+    from wshub.cli.remote import Failed
 
     try:
         yield
@@ -202,7 +202,7 @@ def token(
     ] = "",
 ) -> None:
     """Print a development token (HS256) signed with the server's secret."""
-    from wshub.auth import mint_token
+    from wshub.core.auth import mint_token
 
     if not jwt_secret:
         raise typer.BadParameter("set WSHUB_JWT_SECRET or --jwt-secret", param_hint="--jwt-secret")
@@ -297,7 +297,7 @@ def bench(
     if token and jwt_secret:
         raise typer.BadParameter("give --token or --jwt-secret, not both")
     if jwt_secret:
-        from wshub.auth import TokenVerifier
+        from wshub.core.auth import TokenVerifier
 
         try:
             TokenVerifier.from_secret(jwt_secret)

@@ -1,6 +1,6 @@
 """The start-up check of the uvicorn internals wshub's WebSocket protocol builds on.
 
-:class:`wshub.uvicorn_ws.WshubWebSocketProtocol` subclasses uvicorn's sans-I/O WebSocket
+:class:`wshub.transport.uvicorn_ws.WshubWebSocketProtocol` subclasses uvicorn's sans-I/O WebSocket
 protocol and uses its attributes, which are not a public API: they changed within the range
 of uvicorn versions pip may install (0.52.0 has no ``pause_writing``, so its ``writable`` never
 clears and a slow reader's buffer grows without bound). Rather than fail at the first
@@ -18,9 +18,9 @@ from typing import Any, Final
 
 __all__ = ["WSHUB_PROTOCOL", "missing_internals", "ws_protocol"]
 
-log = logging.getLogger("wshub.server")
+log = logging.getLogger("wshub.app.server")
 
-WSHUB_PROTOCOL: Final = "wshub.uvicorn_ws:WshubWebSocketProtocol"
+WSHUB_PROTOCOL: Final = "wshub.transport.uvicorn_ws:WshubWebSocketProtocol"
 _SANSIO: Final = "uvicorn.protocols.websockets.websockets_sansio_impl"
 
 METHODS: Final = (
@@ -62,7 +62,7 @@ def missing_internals() -> list[str]:
     """What the installed uvicorn and websockets lack of what the subclass uses; [] if none."""
     try:
         sansio = importlib.import_module(_SANSIO)
-        importlib.import_module("wshub.uvicorn_ws")
+        importlib.import_module("wshub.transport.uvicorn_ws")
     except ImportError as exc:
         return [f"{exc.name or exc}"]
     base = sansio.WebSocketsSansIOProtocol

@@ -17,13 +17,13 @@ from typing import Final
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse
 
-from wshub.auth import Identity
-from wshub.handshake import Handshake
-from wshub.hub import Hub
+from wshub.core.auth import Identity
+from wshub.core.hub import Hub
+from wshub.transport.handshake import Handshake
 
 __all__ = ["CLIENT_JS", "add_to", "client_js", "refusal_probe"]
 
-CLIENT_JS: Final = Path(__file__).resolve().parent / "static" / "wshub.js"
+CLIENT_JS: Final = Path(__file__).resolve().parent.parent / "static" / "wshub.js"
 
 
 async def client_js() -> FileResponse:

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.algorithms import HMACAlgorithm
 
-from wshub.permissions import Permissions
+from wshub.core.permissions import Permissions
 from wshub.protocol import is_user_id
 
 __all__ = ["MIN_SECRET_BYTES", "Identity", "TokenRejected", "TokenVerifier", "mint_token"]

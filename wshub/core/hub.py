@@ -1,6 +1,6 @@
 """The hub: connections, channel subscriptions, presence, direct delivery and limits.
 
-The hub talks to a :class:`~wshub.brokers.Broker` and to :class:`~wshub.connection.Connection`
+The hub talks to a :class:`~wshub.brokers.Broker` and to :class:`~wshub.core.connection.Connection`
 objects, never to sockets, ASGI or Redis. The server adapts a transport into connections and
 feeds the hub the text frames it receives.
 
@@ -22,30 +22,31 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from msgspec import UNSET, Raw
 
-from wshub import __version__, protocol, serving
+from wshub import __version__, protocol
+from wshub.app.metrics import HubMetrics
 from wshub.brokers import Broker, BrokerTimeout, BrokerUnavailable, create_broker
-from wshub.channel import LocalChannel, PendingJoin
-from wshub.config import Settings
-from wshub.connection import AsgiConnection, Connection, Link
-from wshub.direct import DirectConnection, Flusher
-from wshub.frame import Frame
-from wshub.gaps import GapFiller
-from wshub.history import history_frame
-from wshub.hooks import Authorize, HookRefusal, OnConnect, OnDisconnect, OnPublish
-from wshub.metrics import HubMetrics
-from wshub.permissions import Permissions
+from wshub.core import serving
+from wshub.core.channel import LocalChannel, PendingJoin
+from wshub.core.connection import AsgiConnection, Connection, Link
+from wshub.core.gaps import GapFiller
+from wshub.core.hooks import Authorize, HookRefusal, OnConnect, OnDisconnect, OnPublish
+from wshub.core.permissions import Permissions
+from wshub.core.ratelimit import RateLimiter
+from wshub.core.read_budget import ReadBudget
+from wshub.core.serving import bounded
+from wshub.model.config import Settings
+from wshub.model.history import history_frame
+from wshub.model.publication import Publication
 from wshub.protocol import ErrorCode, FrameError
-from wshub.publication import Publication
-from wshub.ratelimit import RateLimiter
-from wshub.read_budget import ReadBudget
-from wshub.serving import bounded
+from wshub.protocol.wire import Frame
+from wshub.transport.direct import DirectConnection, Flusher
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
 
 __all__ = ["CHAT_CHANNEL", "Authorize", "Hub", "Refusal"]
 
-log = logging.getLogger("wshub.hub")
+log = logging.getLogger("wshub.core.hub")
 conn_log = logging.getLogger("wshub.connections")
 """One line per connection open and close; INFO, so ``--log-level warning`` silences it."""
 
@@ -89,7 +90,7 @@ class Hub:
     >>> app.include_router(hub.router)                 # doctest: +SKIP
     >>> await hub.publish("orders:42", {"status": "shipped"})  # doctest: +SKIP
 
-    Hooks (see :mod:`wshub.hooks`) are plain async callables: ``authorize`` decides joins and
+    Hooks (see :mod:`wshub.core.hooks`) are plain async callables: ``authorize`` decides joins and
     publications beyond a connection's own permissions, ``on_publish`` validates or transforms
     what clients publish, ``on_connect`` and ``on_disconnect`` observe protocol connections.
     """
@@ -217,7 +218,7 @@ class Hub:
     def router(self) -> APIRouter:
         """A FastAPI router with ``/ws`` and ``/ws/{client_id}``, starting the hub with the app."""
         if self._router is None:
-            from wshub.server import build_router
+            from wshub.app.server import build_router
 
             self._router = build_router(self)
         return self._router
@@ -419,7 +420,7 @@ class Hub:
         """Serve one text frame from a protocol client. Never raises for bad input.
 
         ``deadline`` (event-loop time) bounds the broker calls made for it: see
-        :mod:`wshub.serving`.
+        :mod:`wshub.core.serving`.
         """
         if conn.closing:  # e.g. its token expired: nothing more is done on its behalf
             return

@@ -22,8 +22,8 @@ from msgspec import Raw
 
 from wshub import protocol
 from wshub.brokers.base import Member
-from wshub.brokers.redis_scripts import EVICT, HEARTBEAT, PRESENCE_ADD, PRESENCE_REMOVE
-from wshub.config import Settings
+from wshub.brokers.redis.scripts import EVICT, HEARTBEAT, PRESENCE_ADD, PRESENCE_REMOVE
+from wshub.model.config import Settings
 
 __all__ = ["RedisPresence"]
 

@@ -32,7 +32,7 @@ def test_every_name_in_all_resolves() -> None:
 
 def test_an_unknown_name_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
-        _ = wshub.Nope  # type: ignore[attr-defined]
+        _ = wshub.Nope
 
 
 @pytest.mark.parametrize(

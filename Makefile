@@ -14,8 +14,8 @@ RUNTIME      := $(VENV)/.installed-runtime
 STAMP        := $(VENV)/.installed-dev
 
 # The fast path against the lowest dependencies pyproject.toml allows (uvicorn's internals
-# above all, which wshub/uvicorn_ws.py and uvicorn_http.py subclass): a second venv from the
-# `lowest` lock, running the tests of the transport.
+# above all, which wshub/transport/uvicorn_ws.py and uvicorn_http.py subclass): a second venv
+# from the `lowest` lock, running the tests of the transport.
 LOW_VENV  := .venv-lowest
 LOW_PY    := $(LOW_VENV)/bin/python
 LOW_STAMP := $(LOW_VENV)/.installed

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from wshub.core.connection import Connection
 from wshub.model.publication import Publication
@@ -42,18 +43,13 @@ class PendingJoin:
         self.epoch = ""
 
 
+@dataclass(frozen=True, slots=True)
 class Gap:
     """Publications a node has not received: ``(after, upto]`` in ``epoch``."""
 
-    __slots__ = ("after", "epoch", "upto")
-
-    def __init__(self, epoch: str, after: int, upto: int) -> None:
-        self.epoch = epoch
-        self.after = after
-        self.upto = upto
-
-    def __repr__(self) -> str:
-        return f"Gap({self.epoch!r}, after={self.after}, upto={self.upto})"
+    epoch: str
+    after: int
+    upto: int
 
 
 class LocalChannel:
@@ -75,7 +71,7 @@ class LocalChannel:
     def __init__(
         self,
         name: str,
-        on_fan_out: Callable[[Publication, int], None] | None = None,
+        on_fan_out: Callable[[Publication, int], None],
         held_back: int = 1024,
     ) -> None:
         self.name = name
@@ -159,14 +155,16 @@ class LocalChannel:
         self.epoch, self.last_offset = gap.epoch, gap.upto
         return self._release(held)
 
-    def abandon(self) -> None:
+    def abandon(self) -> bool:
         """Stop holding, after a repair failed: what was held is dropped (the caller closes
-        the subscribers, who rejoin with ``since``)."""
-        if self.held is not None:
-            newest = self.behind or (self.held[-1] if self.held else None)
-            self.held = self.behind = None
-            if newest is not None:
-                self.epoch, self.last_offset = newest.epoch, newest.offset
+        the subscribers, who rejoin with ``since``). False if it was not holding."""
+        if self.held is None:
+            return False
+        newest = self.behind or (self.held[-1] if self.held else None)
+        self.held = self.behind = None
+        if newest is not None:
+            self.epoch, self.last_offset = newest.epoch, newest.offset
+        return True
 
     def _release(self, held: list[Publication]) -> Gap | None:
         for i, pub in enumerate(held):
@@ -188,8 +186,7 @@ class LocalChannel:
         pushed = len(live)
         if self.pending:
             pushed += self._deliver_pending(pub)
-        if self.on_fan_out is not None:
-            self.on_fan_out(pub, pushed)
+        self.on_fan_out(pub, pushed)
 
     def _deliver_pending(self, pub: Publication) -> int:
         pushed = 0

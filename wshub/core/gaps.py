@@ -122,9 +122,8 @@ class GapFiller:
                     self._tell(ch)
                     next_gap = ch.skip(gap)
         except BaseException:
-            if ch.held is not None:
+            if ch.abandon():
                 self._tell(ch)
-                ch.abandon()
             raise
 
     async def _missing(self, ch: LocalChannel, gap: Gap) -> list[Publication] | None:

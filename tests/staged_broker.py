@@ -1,10 +1,10 @@
 """The memory broker with a hand on each call, to produce fault interleavings on purpose.
 
 A test can hold the next call of a broker method (``history``, ``recover``, ``subscribe``,
-``publish``) until it opens the gate, make its next calls raise, lose or delay the pub/sub
-delivery of chosen offsets, or lose a channel's history as a flushed Redis does. Everything
-else is the real :class:`~wshub.brokers.memory.MemoryBroker`, so offsets, epochs and history
-are the ones a node really gets.
+``presence_add``, ``publish``) until it opens the gate, make its next calls raise, lose, delay
+or repeat the pub/sub delivery of chosen offsets, or lose every channel's history as a flushed
+Redis does. Everything else is the real :class:`~wshub.brokers.memory.MemoryBroker`, so
+offsets, epochs and history are the ones a node really gets.
 """
 
 from __future__ import annotations
@@ -108,6 +108,10 @@ class StagedBroker(MemoryBroker):
     async def subscribe(self, channel: str) -> None:
         await self._stage("subscribe")
         await super().subscribe(channel)
+
+    async def presence_add(self, channel: str, user: str, session: str, meta: bytes) -> bool:
+        await self._stage("presence_add")
+        return await super().presence_add(channel, user, session, meta)
 
     async def recover(self, channel: str, offset: int | None, epoch: str | None) -> Recovery:
         await self._stage("recover")

@@ -347,3 +347,23 @@ async def test_a_publication_confirmed_late_and_lost_on_pub_sub_still_reaches_ev
     assert [m["data"] for m in a.link.of_type("message")] == [1, "two", 3]
     assert offsets(a) == [1, 2, 3] and a.link.closed is None
     await hub.stop()
+
+
+async def test_messages_arriving_while_the_first_join_registers_are_not_taken_for_a_gap() -> None:
+    broker, hub = await started(StagedBroker(history_size=2))
+    for i in range(1, 6):
+        await hub.publish("c", i)  # before anyone here joined: history keeps 4 and 5
+    presence = broker.hold("presence_add")
+    a = Peer(hub, "a")
+    join = asyncio.ensure_future(a.say({"type": "join", "channel": "c"}))
+    await presence.wait_reached()  # a's join read the position (5) and registers a's presence
+    for i in range(6, 9):
+        await hub.publish("c", i)  # reach this node while it knows no position yet
+    presence.open()
+    await join
+    assert a.link.of_type("joined")[0]["offset"] == 5
+    await hub.publish("c", 9)  # must follow 8: nothing is missing
+    await until(lambda: len(offsets(a)) >= 4 or a.link.closed is not None)
+    assert offsets(a) == [6, 7, 8, 9] and a.link.closed is None
+    assert "history" not in broker.calls  # no repair was needed
+    await hub.stop()

@@ -130,7 +130,9 @@ class LocalChannel:
             elif pub.offset > 1:  # a new epoch whose first publications never arrived
                 self.held = [pub]
                 return Gap(pub.epoch, 0, pub.offset - 1)
-            self.epoch, self.last_offset = pub.epoch, pub.offset
+        # Also before the first join learned a position: the stream has then moved past
+        # what that join read, and taking the join's older position would show a false gap.
+        self.epoch, self.last_offset = pub.epoch, pub.offset
         self._fan_out(pub)
         return None
 

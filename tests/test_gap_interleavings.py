@@ -56,7 +56,8 @@ async def test_a_second_gap_found_while_releasing_held_messages_is_filled_too() 
     for i in range(2, 8):
         await hub.publish("c", i)
     await history.wait_reached()  # the repair of 2 waits; 3, 4, 6, 7 are held behind it
-    assert offsets(a) == [1]
+    held = hub._channels["c"].held
+    assert held is not None and [p.offset for p in held] == [3, 4, 6, 7]
     history.open()  # releasing 3, 4 then 6 finds that 5 is missing as well
     await until(lambda: len(offsets(a)) >= 7)
     assert offsets(a) == [1, 2, 3, 4, 5, 6, 7]
@@ -168,7 +169,6 @@ async def test_a_joiner_in_a_newer_epoch_than_the_node_gets_only_its_epoch() -> 
     b = await joined(hub, "b")  # reads the new epoch at 1; the node is still at old 1
     joined_b = b.link.of_type("joined")[0]
     assert joined_b["offset"] == 1
-    assert offsets(b) == []  # new-1 is before b's position: b does not get it
     broker.release()  # old-2 reaches the node: a gets it, b (in the new epoch) must not
     await hub.publish("c", "new-2")
     await until(lambda: len(offsets(b)) >= 1 and len(offsets(a)) >= 4)

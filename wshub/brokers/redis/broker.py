@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Coroutine
@@ -65,7 +66,6 @@ class RedisBroker:
         self._presence = RedisPresence(
             self._redis, settings, self.node, prefix, self._call, self.emit, self.keep_ms
         )
-        self._sink: BrokerSink | None = None
         self._listener: Listener | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._down = False
@@ -81,11 +81,9 @@ class RedisBroker:
         return f"{self.prefix}:user:{{{user}}}".encode()
 
     def _channel_of(self, name: bytes) -> tuple[str, str] | None:
-        """("c", channel) or ("u", user) for one of this broker's pub/sub channel names."""
-        text = name.decode()
-        head, _, rest = text.partition(":")
-        if head != self.prefix:
-            return None
+        """("c", channel) or ("u", user) for one of this broker's pub/sub channel names; None
+        for its node channel. It subscribes to nothing else, so every name has its prefix."""
+        rest = name.decode()[len(self.prefix) + 1 :]
         if rest.startswith("{") and rest.endswith("}:pub"):
             return "c", rest[1:-5]
         if rest.startswith("user:{"):
@@ -95,13 +93,12 @@ class RedisBroker:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self, sink: BrokerSink) -> None:
-        self._sink = sink
         listener = self._listener = Listener(
             self._sub_client,
             self.settings.broker_timeout,
             self._node_channel,
-            self._dispatch,
-            self._resync,
+            functools.partial(self._dispatch, sink),
+            functools.partial(self._resync, sink),
             self._went_down,
         )
         self._keep("listener", listener.run)
@@ -138,8 +135,8 @@ class RedisBroker:
             await _end(task)
         with contextlib.suppress(BrokerUnavailable):
             await self._presence.leave()
-        if self._listener is not None:
-            await self._listener.close()
+        # The listener's session closed its pub/sub connection as its task ended; the pool
+        # closes it too, in use or not, should that end have been cut short.
         await self._redis.aclose()
         await self._sub_client.aclose()
 
@@ -190,15 +187,12 @@ class RedisBroker:
     async def unwatch(self, user: str) -> None:
         await self._listening().unsubscribe(self._user_channel(user))
 
-    def _resync(self) -> None:
+    def _resync(self, sink: BrokerSink) -> None:
         """A new pub/sub session is live: what the old one missed is found by the hub."""
         self._came_back()
-        if self._sink is not None:
-            self._sink.resync()
+        sink.resync()
 
-    def _dispatch(self, message: dict[str, Any]) -> None:
-        if self._sink is None:
-            return
+    def _dispatch(self, sink: BrokerSink, message: dict[str, Any]) -> None:
         target = self._channel_of(message["channel"])
         if target is None:
             return
@@ -207,14 +201,14 @@ class RedisBroker:
         if target[0] == "c":
             channel = target[1]
             if tag == b"m":
-                self._sink.deliver(_parse_entry(channel, data[1:]))
+                sink.deliver(_parse_entry(channel, data[1:]))
             elif tag == b"e":
                 exclude, _, frame = data[1:].partition(b"\n")
-                self._sink.deliver_event(channel, frame.decode(), exclude.decode() or None)
+                sink.deliver_event(channel, frame.decode(), exclude.decode() or None)
         elif tag == b"d":
-            self._sink.deliver_direct(target[1], data[1:].decode())
+            sink.deliver_direct(target[1], data[1:].decode())
         elif tag == b"k":
-            self._sink.deliver_disconnect(target[1])
+            sink.deliver_disconnect(target[1])
 
     # --- publications and history ---------------------------------------------------------
 

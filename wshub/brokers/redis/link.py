@@ -26,8 +26,14 @@ from redis.exceptions import TimeoutError as RedisTimeout
 
 try:
     from redis.maint_notifications import MaintNotificationsConfig
-except ImportError:  # redis-py before 7: no maintenance notifications to turn off
-    MaintNotificationsConfig = None  # type: ignore[assignment,misc]
+except (
+    ImportError
+):  # pragma: no cover - redis-py before 7 (`make test-lowest`): nothing to turn off
+    MAINTENANCE_OFF: dict[str, Any] = {}
+else:
+    # Off: with it, the pool skips its check that a pooled connection is still open before
+    # use (redis-py 8), and a command goes out on a connection Redis closed.
+    MAINTENANCE_OFF = {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
 
 __all__ = ["POOL_SIZE", "ReplyLost", "command_client", "pubsub_client"]
 
@@ -92,11 +98,8 @@ def _options(url: str, timeout: float) -> dict[str, Any]:
     options: dict[str, Any] = dict(parse_url(url))
     base = options.get("connection_class", aioredis.Connection)
     options["connection_class"] = _TRACKED[base]
-    if MaintNotificationsConfig is not None:
-        # Off: with it, the pool skips its check that a pooled connection is still open
-        # before use (redis-py 8), and a command goes out on a connection Redis closed.
-        options["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
     options.update(
+        MAINTENANCE_OFF,
         decode_responses=False,
         socket_timeout=timeout,
         socket_connect_timeout=min(CONNECT_SECONDS, timeout),

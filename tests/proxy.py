@@ -8,7 +8,9 @@
   and hears nothing, ever (a load balancer or NAT that forgot the flow); new links work;
 - ``black_hole()``: open links and new ones are accepted and forward nothing, either way,
   until ``heal()``, after which new links work (the black-holed ones stay dead);
-- ``latency``: seconds added before each chunk is forwarded.
+- ``latency``: seconds added before each chunk is forwarded;
+- ``deafen_on``: a link goes silent, either way, from the first chunk its client sends that
+  holds these bytes (a network that fails right after a connection's handshake).
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ class TcpProxy:
         self.frozen = False
         self.holing = False
         self.latency = 0.0
+        self.deafen_on: bytes | None = None
+        self.deafened = 0
+        """Links that ``deafen_on`` silenced so far."""
         self._server: asyncio.Server | None = None
         self._links: set[_Link] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -73,7 +78,7 @@ class TcpProxy:
         except OSError:
             self._abort(link)
             return
-        self._run(self._pipe(reader, link.upstream, link))
+        self._run(self._pipe(reader, link.upstream, link, from_client=True))
         self._run(self._pipe(up_reader, writer, link))
 
     async def _swallow(self, reader: asyncio.StreamReader) -> None:
@@ -86,6 +91,7 @@ class TcpProxy:
         src: asyncio.StreamReader,
         dst: asyncio.StreamWriter,
         link: _Link,
+        from_client: bool = False,
     ) -> None:
         # A delay line: each chunk leaves ``latency`` seconds after it came, in order, so a
         # slow link adds latency without limiting throughput.
@@ -94,6 +100,9 @@ class TcpProxy:
         loop = asyncio.get_running_loop()
         try:
             while data := await src.read(65536):
+                if from_client and self.deafen_on is not None and self.deafen_on in data:
+                    link.silent = True
+                    self.deafened += 1
                 if link.silent or self.frozen:
                     continue  # swallowed: the peer never hears of it
                 line.put_nowait((loop.time() + self.latency, data))

@@ -14,13 +14,15 @@ RUNTIME      := $(VENV)/.installed-runtime
 STAMP        := $(VENV)/.installed-dev
 
 # The fast path against the lowest dependencies pyproject.toml allows (uvicorn's internals
-# above all, which wshub/transport/uvicorn_ws.py and uvicorn_http.py subclass): a second venv
-# from the `lowest` lock, running the tests of the transport.
+# above all, which wshub/transport/uvicorn_ws.py and uvicorn_http.py subclass, and redis-py,
+# whose older pool wshub/brokers/redis/link.py works around): a second venv from the `lowest`
+# lock, running the tests of the transport and of the Redis broker.
 LOW_VENV  := .venv-lowest
 LOW_PY    := $(LOW_VENV)/bin/python
 LOW_STAMP := $(LOW_VENV)/.installed
 LOW_TESTS := tests/test_fast_path.py tests/test_delivery.py tests/test_ws_protocol.py \
-	tests/test_http_limits.py $(wildcard tests/test_uvicorn*.py tests/test_transport*.py)
+	tests/test_http_limits.py $(wildcard tests/test_uvicorn*.py tests/test_transport*.py) \
+	tests/test_redis_broker.py tests/test_redis_broker_faults.py
 
 # `make lock` resolves with uv from its own venv, so it works even while the locks are stale or
 # in conflict after a merge. LOCK_ARGS=--upgrade moves every pin to the newest allowed release.
@@ -86,7 +88,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 # Everything CI runs: format, lint, types, the whole suite with branch coverage (per module,
-# subprocess servers included), then the transport tests on the lowest dependencies.
+# subprocess servers included), then the transport and Redis broker tests on the lowest dependencies.
 test: lint typecheck system-deps $(JS_CLIENT)/node_modules/.package-lock.json
 	rm -f .coverage .coverage.*
 	$(PY) -m pytest -q --cov --cov-report=term

@@ -62,6 +62,12 @@ class _ReplyTracking(AbstractConnection):
 
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         self._command_sent = False
+        reader = self._reader
+        # Redis closed this connection while it was idle. redis-py 5.0's pool hands it out
+        # anyway (its check reads the stream's end as "nothing to read"), and a command written
+        # into it would be taken for sent. It was not: it is retried on a new connection.
+        if reader is not None and reader.at_eof():  # pragma: no cover - redis-py 5.0's pool
+            raise ConnectionError("Redis closed the connection")
         await super().send_packed_command(command, check_health)
         self._command_sent = check_health
 

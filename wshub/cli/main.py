@@ -1,24 +1,23 @@
 """The ``wshub`` command line.
 
-``serve`` and ``config`` take the same options, built from the table in :mod:`wshub.cli.options`:
-each is a flag, a ``WSHUB_<NAME>`` variable, or a key of the TOML file given by ``--config``
-(or ``WSHUB_CONFIG``), in that order of precedence.
+``serve`` and ``config`` take the same options, built from the table in :mod:`wshub.cli.options`
+(:mod:`wshub.cli.flags`): each is a flag, a ``WSHUB_<NAME>`` variable, or a key of the TOML file
+given by ``--config`` (or ``WSHUB_CONFIG``), in that order of precedence.
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from wshub import __version__
-from wshub.cli.options import ConfigError, Origin, ServeConfig, read_toml, resolve, settings_table
+from wshub.cli.flags import effective, serve_options
 
 app = typer.Typer(
     help="wshub: a real-time messaging hub on FastAPI (channels, presence, history, limits).",
@@ -48,56 +47,6 @@ def _main(
     """wshub: a real-time messaging hub on FastAPI (channels, presence, history, limits)."""
 
 
-_CONFIG_HELP = "A TOML file of settings (keys as in `wshub config`); flags and variables win."
-
-
-def serve_options(command: Callable[..., None]) -> Callable[..., None]:
-    """Give ``command(ctx, config, **values)`` one typer option per setting of the table."""
-    params = [
-        inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
-        inspect.Parameter(
-            "config",
-            inspect.Parameter.KEYWORD_ONLY,
-            default=typer.Option(None, "--config", help=_CONFIG_HELP, envvar="WSHUB_CONFIG"),
-            annotation=Path | None,
-        ),
-    ]
-    for s in settings_table():
-        option = typer.Option(
-            s.default,
-            f"{s.flag}/--no-{s.flag[2:]}" if s.type is bool else s.flag,
-            help=s.help,
-            envvar=s.env,
-            show_default=s.shown if s.shown is not None else not s.secret,
-        )
-        params.append(
-            inspect.Parameter(
-                s.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=s.type
-            )
-        )
-    command.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
-    return command
-
-
-def effective(
-    ctx: typer.Context, config: Path | None, values: dict[str, Any]
-) -> tuple[ServeConfig, dict[str, Origin]]:
-    """The configuration from flags, variables, the file and defaults; BadParameter if invalid."""
-    given: dict[str, tuple[Any, Origin]] = {}
-    for s in settings_table():
-        # typer may carry its own copy of click: compare the source by name.
-        source = getattr(ctx.get_parameter_source(s.name), "name", "")
-        if source == "COMMANDLINE":
-            given[s.name] = (values[s.name], Origin("flag", s.flag))
-        elif source == "ENVIRONMENT":
-            given[s.name] = (values[s.name], Origin("env", s.env))
-    try:
-        file_values = read_toml(config) if config is not None else {}
-        return resolve(given, file_values, str(config or ""))
-    except ConfigError as exc:
-        raise typer.BadParameter(str(exc)) from None
-
-
 @app.command()
 @serve_options
 def serve(ctx: typer.Context, config: Path | None = None, **values: Any) -> None:
@@ -117,7 +66,7 @@ def serve(ctx: typer.Context, config: Path | None = None, **values: Any) -> None
 def show_config(ctx: typer.Context, config: Path | None = None, **values: Any) -> None:
     """Print the configuration `wshub serve` would run with (same options), where each value
     came from (flag, env, file or default), secrets masked."""
-    from wshub.cli.options import describe
+    from wshub.cli.describe import describe
 
     cfg, origins = effective(ctx, config, values)
     typer.echo(describe(cfg, origins))

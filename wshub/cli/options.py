@@ -1,13 +1,15 @@
 """The settings of ``wshub serve``: one table for the flags, the ``WSHUB_*`` variables, the TOML
 file and ``wshub config``.
 
-Each setting is one field of :class:`ServeConfig`, declared with :func:`setting`. The CLI builds
-its typer options from these fields, the TOML loader reads the same names, and ``wshub config``
-lists them, so adding a setting is one line here.
+Each setting is one field of :class:`ServeConfig`, declared with
+:func:`~wshub.model.config.setting`: the hub's in :class:`~wshub.model.config.Settings`, which
+``ServeConfig`` extends, the server's own here. The CLI builds its options from these fields
+(:mod:`wshub.cli.flags`), the TOML loader reads the same names, and ``wshub config`` lists them,
+so adding a setting is one field.
 
 Precedence, highest first: a flag, its ``WSHUB_<NAME>`` variable, the TOML file (``--config``
-or ``WSHUB_CONFIG``), the default. The CLI learns from click which of the first two (or
-neither) gave a value; :func:`resolve` does the rest and validates the result.
+or ``WSHUB_CONFIG``), the default. Click applies it and says where each value came from;
+:func:`resolve` checks the values, with errors naming the setting and that origin.
 """
 
 from __future__ import annotations

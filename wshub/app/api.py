@@ -3,8 +3,9 @@
 Every route goes through the :class:`~wshub.brokers.Broker` alone, never through this node's
 own connections, so a request answers the same on any node of a cluster sharing a broker.
 
-Requests carry ``Authorization: apikey KEY``. The key is checked before the body is read,
-so a caller without it learns nothing, not even whether its body would have been valid.
+Requests carry ``Authorization: apikey KEY`` (:mod:`wshub.app.api_key`). The key is checked
+before the body is read, so a caller without it learns nothing, not even whether its body would
+have been valid.
 Bodies that are not JSON at all get 422 like any other invalid input (FastAPI alone answers
 400 for a body it cannot parse, such as invalid UTF-8 or nesting deeper than Python's stack),
 and a 422 names the fields without echoing what was sent.
@@ -13,7 +14,6 @@ and a 422 names the fields without echoing what was sent.
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Annotated, Any
 
@@ -22,11 +22,11 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, Se
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from wshub import protocol
+from wshub.app.api_key import ApiKey
 from wshub.brokers import BrokerTimeout, BrokerUnavailable
 from wshub.core import serving
 from wshub.core.hub import Hub
@@ -65,12 +65,6 @@ ChannelPath = Annotated[
         description="A channel name: 1 to 128 of `A-Z a-z 0-9 _ - . : @`.",
     ),
 ]
-
-_scheme = APIKeyHeader(
-    name="Authorization",
-    auto_error=False,
-    description="`apikey KEY`, where KEY is the server's `--api-key`.",
-)
 
 
 class _Body(BaseModel):
@@ -190,7 +184,7 @@ def _is_json(request: Request) -> bool:
 
 def build_api(hub: Hub, api_key: str) -> APIRouter:
     """The ``/api`` routes, guarded by ``api_key``."""
-    expected = f"apikey {api_key}".encode()
+    guard = ApiKey(api_key)
 
     class ApiRoute(APIRoute):
         """Checks the key before FastAPI reads the body; any unparsable body is a 422."""
@@ -199,13 +193,7 @@ def build_api(hub: Hub, api_key: str) -> APIRouter:
             handler = super().get_route_handler()
 
             async def route(request: Request) -> Response:
-                given = request.headers.get("authorization", "").encode("latin-1")
-                if not secrets.compare_digest(given, expected):
-                    return JSONResponse(
-                        {"detail": "send the header 'Authorization: apikey KEY'"},
-                        status_code=401,
-                        headers={"WWW-Authenticate": "apikey"},
-                    )
+                await guard(request)  # FastAPI would run it after reading the body
                 if request.method == "POST" and not _is_json(request):
                     return JSONResponse({"detail": _NOT_JSON}, status_code=415)
                 try:
@@ -221,12 +209,12 @@ def build_api(hub: Hub, api_key: str) -> APIRouter:
 
             return route
 
-    # The scheme only documents the header in /docs; ApiRoute does the checking.
+    # ApiRoute has checked the key already; as a dependency it documents it in /docs.
     api = APIRouter(
         prefix="/api",
         tags=["HTTP API"],
         route_class=ApiRoute,
-        dependencies=[Security(_scheme)],
+        dependencies=[Security(guard)],
     )
 
     @api.post("/publish")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import os
@@ -22,16 +21,16 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Security
 from fastapi.responses import JSONResponse
 
+from wshub.app.api_key import ApiKey
 from wshub.brokers import BrokerUnavailable
 from wshub.core.hub import Hub
 
 __all__ = [
     "CHANNELS_SHOWN",
     "admin_router",
-    "api_key_matches",
     "node_stats",
     "process_stats",
     "sample_queues",
@@ -43,16 +42,6 @@ CHANNELS_SHOWN: Final = 200
 log = logging.getLogger("wshub.app.dashboard")
 
 SHARE_SECONDS: Final = 2.0
-
-
-def api_key_matches(header: str | None, api_key: str) -> bool:
-    """Whether an ``Authorization: apikey KEY`` header carries the key (constant time)."""
-    if not header:
-        return False
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "apikey":
-        return False
-    return hmac.compare_digest(given.strip().encode(), api_key.encode())
 
 
 def node_stats(hub: Hub, started: float, queues: tuple[int, int]) -> dict[str, Any]:
@@ -130,19 +119,9 @@ def admin_router(hub: Hub, api_key: str | None) -> APIRouter:
 
     router = APIRouter(lifespan=lifespan)
 
-    @router.get("/admin/stats", tags=["operations"])
-    async def stats(request: Request) -> JSONResponse:
+    @router.get("/admin/stats", tags=["operations"], dependencies=[Security(ApiKey(api_key))])
+    async def stats() -> JSONResponse:
         """Live figures for the dashboard. Requires `Authorization: apikey KEY`."""
-        if not api_key:
-            return JSONResponse(
-                {"detail": "the admin API is off: start wshub with --api-key"}, status_code=403
-            )
-        if not api_key_matches(request.headers.get("authorization"), api_key):
-            return JSONResponse(
-                {"detail": "missing or wrong API key (Authorization: apikey KEY)"},
-                status_code=401,
-                headers={"WWW-Authenticate": "apikey"},
-            )
         queues = hub.metrics.sample_queues(hub.queue_depths())
         here = node_stats(hub, started, queues)
         try:

@@ -41,7 +41,9 @@ def keyed() -> Iterator[ServerProcess]:
 
 
 def get(node: ServerProcess, path: str, header: str | bytes | None) -> httpx.Response:
-    headers = {} if header is None else {"Authorization": header}
+    """GET with this ``Authorization`` value (bytes: sent as they are)."""
+    value = header.encode("latin-1") if isinstance(header, str) else header
+    headers = [] if value is None else [(b"Authorization", value)]
     return httpx.get(node.http + path, headers=headers, timeout=10)
 
 

@@ -14,9 +14,10 @@ or ``WSHUB_CONFIG``), the default. Click applies it and says where each value ca
 
 from __future__ import annotations
 
+import functools
 import tomllib
 import typing
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -152,9 +153,10 @@ class Setting:
     type: type
     default: Any
     help: str
+    group: str
     choices: tuple[str, ...]
     minimum: float | None
-    shown: str | None = None
+    shown: str | None
 
     @property
     def flag(self) -> str:
@@ -169,25 +171,13 @@ class Setting:
         return is_secret(self.name)
 
 
-def settings_table() -> list[Setting]:
+@functools.cache
+def settings_table() -> tuple[Setting, ...]:
     """Every setting, group by group (:data:`~wshub.model.config.GROUPS`), then as declared."""
     hints = typing.get_type_hints(ServeConfig)
-    table = []
     declared = [f for f in fields(ServeConfig) if "help" in f.metadata]
-    for f in sorted(declared, key=lambda f: GROUPS.index(f.metadata["group"])):
-        assert f.default is not MISSING
-        table.append(
-            Setting(
-                f.name,
-                hints[f.name],
-                f.default,
-                f.metadata["help"],
-                f.metadata["choices"],
-                f.metadata["minimum"],
-                f.metadata["shown"],
-            )
-        )
-    return table
+    declared.sort(key=lambda f: GROUPS.index(f.metadata["group"]))
+    return tuple(Setting(f.name, hints[f.name], f.default, **f.metadata) for f in declared)
 
 
 @dataclass(frozen=True, slots=True)

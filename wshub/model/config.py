@@ -4,6 +4,7 @@ Library users pass a :class:`Settings` to :class:`wshub.Hub`. ``wshub serve`` ta
 fields as flags, ``WSHUB_*`` variables and TOML keys: its ``ServeConfig``
 (:mod:`wshub.cli.options`) is a :class:`Settings` with the server's own settings added, and
 each field declared with :func:`setting` carries the help and checks the command line shows.
+The defaults are the ones docs/protocol.md names ("Server defaults").
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ __all__ = ["GROUPS", "MIB", "Settings", "setting"]
 
 MIB = 1024 * 1024
 
-GROUPS: Final = ("node", "limits", "http", "broker", "stop", "access", "writes", "logs")
+GROUPS: Final = ("node", "limits", "http", "timing", "stop", "access", "writes", "logs")
 """The order in which ``wshub serve --help`` and ``wshub config`` list the settings: by group,
 then as declared, the hub's fields (declared here) among the server's own."""
 
@@ -52,8 +53,8 @@ def _limit(default: Any, help: str, minimum: float | None = None) -> Any:
     return setting(default, help, group="limits", minimum=minimum)
 
 
-def _broker(default: Any, help: str, minimum: float | None = None) -> Any:
-    return setting(default, help, group="broker", minimum=minimum)
+def _timing(default: Any, help: str, minimum: float | None = None) -> Any:
+    return setting(default, help, group="timing", minimum=minimum)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,16 +92,16 @@ class Settings:
     presence_ttl: float = _limit(
         30, "Seconds for a vanished node to leave presence (shared brokers)."
     )
-    reply_timeout: float = _broker(
+    reply_timeout: float = _timing(
         5,
         "Seconds within which every client frame is answered even when the broker is slow or "
         "unreachable (error timeout or unavailable); keep it below --ping-timeout (0: no bound).",
     )
-    idempotency_ttl: float = _broker(
+    idempotency_ttl: float = _timing(
         300,
         "Seconds a publish's idempotency_key is remembered: a repeat is answered as the first.",
     )
-    broker_timeout: float = _broker(
+    broker_timeout: float = _timing(
         10,
         "Seconds a shared broker may stay silent before the node takes it for dead: commands "
         "get timeout, a quiet pub/sub link is replaced (/readyz says 503 meanwhile).",

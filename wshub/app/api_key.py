@@ -7,8 +7,9 @@ and exactly the key, compared in constant time. Anything else (no header, anothe
 ``WWW-Authenticate: apikey``; with no key configured, 403.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI 0.117 (the lowest tested) reads the
+# annotations of an instance's __call__ without its module's names, so `request` must be the
+# class itself, not a string.
 import hmac
 from typing import Final
 

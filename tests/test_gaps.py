@@ -7,8 +7,8 @@ import asyncio
 from typing import Any
 
 from tests.test_hub import LossyBroker, Peer, settle
+from wshub import Hub
 from wshub.brokers import BrokerUnavailable
-from wshub.core.hub import Hub
 from wshub.model.config import Settings
 from wshub.model.history import Recovery
 from wshub.model.publication import Publication
@@ -62,7 +62,7 @@ async def test_a_hold_is_bounded_and_what_overflowed_comes_from_history() -> Non
     for i in range(9):
         await hub.publish("c", i)
     await broker.waiting.wait()  # the repair of offset 2 waits on history ...
-    ch = hub._channels["c"]
+    ch = hub._subscriptions.channels["c"]
     assert ch.held is not None and len(ch.held) == 4  # ... holding half a queue, no more
     broker.gate.set()
     for _ in range(5):
@@ -83,7 +83,7 @@ async def test_a_repair_that_fails_tells_the_subscribers_and_the_channel_goes_on
         await hub.publish("c", i)
     await settle()
     assert a.link.closed == (1011, "missed messages: rejoin")
-    ch = hub._channels["c"]
+    ch = hub._subscriptions.channels["c"]
     assert ch.held is None  # not wedged: the next subscriber gets the next publications
     b = await joined(hub, "b")
     await hub.publish("c", "after")

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 
 from tests.test_hub import Peer
+from wshub import Hub
 from wshub.brokers.memory import MemoryBroker
-from wshub.core.hub import Hub
 from wshub.model.history import ChannelLogs
 
 
@@ -20,7 +20,7 @@ class FlushableBroker(MemoryBroker):
 
 async def checked(hub: Hub, channel: str) -> None:
     """Wait until the position check that ``hub.resync()`` started for ``channel`` is done."""
-    ch = hub._channels[channel]
+    ch = hub._subscriptions.channels[channel]
     assert ch.syncing
     async with asyncio.timeout(5):
         while ch.syncing:

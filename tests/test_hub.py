@@ -12,9 +12,11 @@ import pytest
 from wshub import Forbidden, Hub, Permissions, Settings
 from wshub.brokers import BrokerUnavailable
 from wshub.brokers.memory import MemoryBroker
+from wshub.core.admission import Refused
 from wshub.core.connection import Connection
 from wshub.model.publication import Publication
 from wshub.protocol.wire import Frame
+from wshub.transport.handshake import refusal_for
 
 
 class FakeLink:
@@ -122,7 +124,7 @@ async def test_member_events_and_presence(hub: Hub) -> None:
     ]
     await b.say({"type": "leave", "channel": "room"})
     assert a.link.of_type("member_left") == []
-    await hub.disconnect(b2.conn)
+    await hub.detach(b2.conn)
     assert a.link.of_type("member_left") == [
         {"type": "member_left", "channel": "room", "user": "b", "meta": {"v": 3}}
     ]
@@ -306,12 +308,12 @@ async def test_a_join_that_holds_back_more_than_its_queue_is_a_slow_consumer() -
     assert not a.conn.closed  # eight held aside: as many as its queue holds
     await hub.publish("c", 8)
     assert a.link.dropped == (4008, "slow consumer")
-    assert hub._channels["c"].pending == {}
+    assert hub._subscriptions.channels["c"].pending == {}
     broker.gate.set()
     await join  # completes without error, and delivers nothing to the dropped connection
     assert a.link.sent == []
-    await hub.disconnect(a.conn)
-    assert "c" not in hub._channels
+    await hub.detach(a.conn)
+    assert "c" not in hub._subscriptions.channels
     await hub.stop()
 
 
@@ -319,13 +321,13 @@ async def test_admission_is_counted_per_node_and_user() -> None:
     hub = Hub(settings=Settings(max_connections=3, max_connections_per_user=2))
     assert hub.admit("a") is None
     assert hub.admit("a") is None
-    refusal = hub.admit("a")
-    assert refusal is not None
+    refused = hub.admit("a")
+    assert refused is Refused.USER_FULL
+    refusal = refusal_for(refused, hub.settings.retry_after)
     assert (refusal.status, refusal.retry_after) == (503, 1)
     assert hub.admit("b") is None
-    node = hub.admit("c")
-    assert node is not None
-    assert "node" in node.reason
+    assert hub.admit("c") is Refused.NODE_FULL
+    assert "node" in Refused.NODE_FULL.reason
     hub.release("a")
     assert hub.admit("c") is None
     assert hub.connection_count == 3
@@ -476,7 +478,7 @@ async def test_expiry_closes_with_4001_and_later_frames_are_not_served(hub: Hub)
     await settle()
     assert len(link.sent) == written  # not served: no ack, no error
     assert (await hub.broker.history("room", None, None, 10))[1] == []  # nothing published
-    await hub.disconnect(conn)
+    await hub.detach(conn)
 
 
 async def test_expiry_timer_is_cancelled_on_disconnect(hub: Hub) -> None:
@@ -484,14 +486,14 @@ async def test_expiry_timer_is_cancelled_on_disconnect(hub: Hub) -> None:
     expires = time.time() + 0.1
     conn = hub.connect("ann", link, expires=expires)
     other = hub.connect("bob", witness, expires=expires)  # its timer fires: so would ann's
-    await hub.disconnect(conn)
+    await hub.detach(conn)
     deadline = time.monotonic() + 5
     while witness.closed is None:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.01)
     await settle()
     assert link.closed is None
-    await hub.disconnect(other)
+    await hub.detach(other)
 
 
 async def test_on_publish_errors_become_error_codes(caplog: pytest.LogCaptureFixture) -> None:
@@ -550,8 +552,8 @@ async def test_connect_hooks_run_once_and_their_failures_are_contained(
         await settle()
         assert link.sent[0]["type"] == "welcome"
         assert "on_connect hook failed" in caplog.text
-        await hub.disconnect(conn)
-        await hub.disconnect(conn)
+        await hub.detach(conn)
+        await hub.detach(conn)
         assert seen == [("connect", "ann", conn.session), ("disconnect", "ann", conn.session)]
     finally:
         await hub.stop()

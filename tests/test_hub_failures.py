@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from tests.test_hub import Peer, settle
+from wshub import Hub
 from wshub.brokers import BrokerUnavailable
 from wshub.brokers.memory import MemoryBroker
-from wshub.core.hub import Hub
 
 
 class RefusingBroker(MemoryBroker):
@@ -68,7 +68,7 @@ async def test_a_failing_disconnect_hook_is_logged_and_the_user_leaves_presence(
         for peer in (a, b):
             await peer.say({"type": "join", "channel": "c"})
         with caplog.at_level("ERROR"):
-            await hub.disconnect(b.conn)
+            await hub.detach(b.conn)
         assert "on_disconnect hook failed for b" in caplog.text
         await settle()
         assert [m["user"] for m in a.link.of_type("member_left")] == ["b"]
@@ -112,12 +112,12 @@ async def test_a_client_gone_while_its_join_waits_on_the_broker_leaves_no_trace(
         a = Peer(hub, "a")
         join = asyncio.create_task(hub.handle_text(a.conn, '{"type":"join","channel":"c"}'))
         await broker.waiting.wait()
-        await hub.disconnect(a.conn)
+        await hub.detach(a.conn)
         broker.gate.set()
         await join
         await settle()
         assert await broker.presence("c") == []  # no member left behind by the late join
-        assert "c" not in hub._channels and await broker.channels() == {}
+        assert "c" not in hub._subscriptions.channels and await broker.channels() == {}
         assert a.link.of_type("joined") == []
         # The channel works for whoever joins next.
         broker.gated = ""

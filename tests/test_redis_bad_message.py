@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from tests.support import RedisProcess
 from tests.test_hub import Peer
-from wshub.core.hub import Hub
+from wshub import Hub
 
 
 async def test_a_malformed_pub_sub_message_is_logged_and_the_next_publication_arrives(

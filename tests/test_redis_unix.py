@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_hub import Peer
-from wshub.core.hub import Hub
+from wshub import Hub
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from tests.test_hub import Peer, settle
+from wshub import Hub
 from wshub.brokers.memory import MemoryBroker
-from wshub.core.hub import Hub
 from wshub.model.publication import Publication
 
 

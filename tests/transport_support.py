@@ -18,9 +18,9 @@ from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 from websockets.uri import parse_uri
 
+from wshub import Hub
 from wshub.app.server import create_app
 from wshub.core.connection import Connection
-from wshub.core.hub import Hub
 from wshub.transport.uvicorn_ws import WshubWebSocketProtocol
 
 HIGH_WATER = 65_536
@@ -143,10 +143,10 @@ class Session:
             self.protocol.data_received(data)
 
     async def open(self) -> Connection:
-        before = set(self.hub._attached)
+        before = set(self.hub._registry.attached)
         self.send_client()
         for _ in range(200):
-            new = set(self.hub._attached) - before
+            new = set(self.hub._registry.attached) - before
             if new:
                 return new.pop()
             await asyncio.sleep(0.01)

@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from wshub.app.hub import Hub
     from wshub.core.hooks import BadRequest, Forbidden
-    from wshub.core.hub import Hub
     from wshub.core.permissions import Permissions
     from wshub.model.config import Settings
 
 _LAZY = {
     "BadRequest": "wshub.core.hooks",
     "Forbidden": "wshub.core.hooks",
-    "Hub": "wshub.core.hub",
+    "Hub": "wshub.app.hub",
     "Permissions": "wshub.core.permissions",
     "Settings": "wshub.model.config",
 }

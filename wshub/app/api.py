@@ -27,9 +27,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from wshub import protocol
 from wshub.app.api_key import ApiKey
+from wshub.app.hub import Hub
 from wshub.brokers import BrokerTimeout, BrokerUnavailable
 from wshub.core import serving
-from wshub.core.hub import Hub
 
 __all__ = ["build_api"]
 

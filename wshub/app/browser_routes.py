@@ -18,8 +18,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse
 
 from wshub.core.auth import Identity
-from wshub.core.hub import Hub
-from wshub.transport.handshake import Handshake
+from wshub.core.hub import HubCore
+from wshub.transport.handshake import Handshake, refusal_for
 
 __all__ = ["CLIENT_JS", "add_to", "client_js", "refusal_probe"]
 
@@ -34,14 +34,20 @@ async def client_js() -> FileResponse:
     )
 
 
-def refusal_probe(hub: Hub, handshake: Handshake) -> Callable[[Request], Awaitable[JSONResponse]]:
+def refusal_probe(
+    hub: HubCore, handshake: Handshake
+) -> Callable[[Request], Awaitable[JSONResponse]]:
     async def probe(request: Request) -> JSONResponse:
         """What a WebSocket upgrade of `/ws` with this query string would get now: `200` when
         it would be accepted, else the refusal's status (`400`, `401`, `403`, `503` with
         `Retry-After`) and its reason as JSON. Nothing is counted or opened. Browsers need
         this because they cannot read a refused handshake."""
         identity = handshake.identify(request.scope)
-        refusal = identity if not isinstance(identity, Identity) else hub.admission(identity.user)
+        if isinstance(identity, Identity):
+            refused = hub.admission(identity.user)
+            refusal = None if refused is None else refusal_for(refused, hub.settings.retry_after)
+        else:
+            refusal = identity
         # Any page may read the answer: it says no more than the refused handshake did.
         headers = {"Access-Control-Allow-Origin": "*", "Cache-Control": "no-store"}
         if refusal is None:
@@ -58,7 +64,7 @@ def refusal_probe(hub: Hub, handshake: Handshake) -> Callable[[Request], Awaitab
     return probe
 
 
-def add_to(router: APIRouter, hub: Hub, handshake: Handshake) -> None:
+def add_to(router: APIRouter, hub: HubCore, handshake: Handshake) -> None:
     """Add ``GET /ws`` (the probe) and ``GET /static/wshub.js`` to a hub's router.
 
     The client's path is the server's, so a page imports ``/static/wshub.js`` whether it is

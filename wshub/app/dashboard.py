@@ -25,8 +25,8 @@ from fastapi import APIRouter, FastAPI, Security
 from fastapi.responses import JSONResponse
 
 from wshub.app.api_key import ApiKey
+from wshub.app.hub import Hub
 from wshub.brokers import BrokerUnavailable
-from wshub.core.hub import Hub
 
 __all__ = [
     "CHANNELS_SHOWN",

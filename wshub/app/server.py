@@ -1,285 +1,32 @@
-"""The thin edge: ASGI endpoints that turn WebSocket events into hub calls, and the app factory.
-
-The two WebSocket endpoints are raw ASGI callables rather than FastAPI functions: the hub needs
-the handshake before the upgrade (to refuse with an HTTP status), the raw text of each frame,
-and a send that skips per-message wrapper checks on the hot path.
+"""The standalone server's app: the hub's routes, the HTTP API, the dashboard, health, metrics,
+pages and the AsyncAPI document. The WebSocket endpoints themselves are in
+:mod:`wshub.app.routes`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from starlette.routing import WebSocketRoute
 
 from wshub import __version__
-from wshub.app import api_docs, browser_routes, metrics
+from wshub.app import api_docs, metrics
 from wshub.app.dashboard import admin_router
-from wshub.brokers import BrokerUnavailable
-from wshub.core.auth import Identity
-from wshub.core.connection import Connection, FastPath
-from wshub.core.hub import Hub, Refusal
-from wshub.core.serving import FrameLine
-from wshub.protocol import CloseCode, asyncapi
+from wshub.app.hub import Hub
+from wshub.app.routes import AsgiLink, build_router
+from wshub.protocol import asyncapi
 from wshub.transport.handshake import Handshake
 
 __all__ = ["AsgiLink", "build_router", "create_app"]
-
-log = logging.getLogger("wshub.app.server")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
-CLOSE_NOW = "wshub.close_now"
-"""ASGI extension offered by wshub's uvicorn protocol: close at once, ignoring a full write
-buffer, and drop the TCP connection if the close frame is not flushed in time."""
 
 STATIC: Final = Path(__file__).resolve().parent.parent / "static"
 """The browser client, the chat page, the dashboard and the AsyncAPI page: no build step."""
 
 PAGES: Final = {"/": "chat.html", "/admin": "admin.html", "/asyncapi": "asyncapi.html"}
-
-FAST = "wshub.fast"
-"""ASGI extension offered by wshub's uvicorn protocol: a :class:`FastPath` to the transport."""
-
-_background: set[asyncio.Task[Any]] = set()
-
-
-class AsgiLink:
-    """A connection's transport through the standard ASGI WebSocket messages."""
-
-    __slots__ = ("_close_now", "_close_timeout", "_send", "fast")
-
-    def __init__(self, scope: Scope, send: Send, close_timeout: float) -> None:
-        self._send = send
-        self._close_timeout = close_timeout
-        extensions = scope.get("extensions") or {}
-        self._close_now: Callable[[int, str, float], None] | None = extensions.get(CLOSE_NOW)
-        self.fast: FastPath | None = extensions.get(FAST)
-
-    async def send_text(self, text: str) -> None:
-        await self._send({"type": "websocket.send", "text": text})
-
-    async def close(self, code: int, reason: str) -> None:
-        await self._send({"type": "websocket.close", "code": code, "reason": reason})
-
-    def drop(self, code: int, reason: str) -> None:
-        if self._close_now is not None:
-            self._close_now(code, reason, self._close_timeout)
-            return
-        # Any other ASGI server: ask for a close and stop waiting after the timeout. Whether
-        # the TCP connection is dropped then is up to that server.
-        task = asyncio.ensure_future(self._close_within(code, reason))
-        _background.add(task)
-        task.add_done_callback(_background.discard)
-
-    async def _close_within(self, code: int, reason: str) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.close(code, reason), self._close_timeout)
-
-
-def peer_of(scope: Scope) -> str:
-    """``host:port`` of the client as the server saw it (a proxy's address behind one)."""
-    client = scope.get("client")
-    return f"{client[0]}:{client[1]}" if client else ""
-
-
-async def refuse(scope: Scope, send: Send, refusal: Refusal) -> None:
-    """Refuse a WebSocket handshake with an HTTP status, before any upgrade.
-
-    A refusal is normal operation (a bad token, a full node), so it is one INFO line with the
-    status and the reason, and the path without its query string, where a token may travel.
-    """
-    log.info(
-        "handshake refused",
-        extra={
-            "event": "refused",
-            "status": refusal.status,
-            "reason": refusal.reason,
-            "peer": peer_of(scope),
-            "path": scope.get("path", ""),
-        },
-    )
-    if "websocket.http.response" not in (scope.get("extensions") or {}):
-        # The server cannot send a denial response; closing before accept is refused as 403.
-        await send({"type": "websocket.close", "code": 1008, "reason": refusal.reason})
-        return
-    headers = [(b"content-type", b"text/plain; charset=utf-8")]
-    if refusal.retry_after is not None:
-        headers.append((b"retry-after", str(max(1, refusal.retry_after)).encode()))
-    await send(
-        {"type": "websocket.http.response.start", "status": refusal.status, "headers": headers}
-    )
-    await send({"type": "websocket.http.response.body", "body": refusal.reason.encode() + b"\n"})
-
-
-class _Endpoint:
-    """One WebSocket endpoint's life of a connection: identify the client and count it in
-    before the upgrade (refusing with an HTTP status), accept, then feed the hub every frame
-    until the client goes. Subclasses say who the client is and what its frames mean."""
-
-    kind = "ws"
-
-    def __init__(self, hub: Hub, handshake: Handshake) -> None:
-        self.hub = hub
-        self.handshake = handshake
-
-    def identify(self, scope: Scope) -> Identity | Refusal:
-        return self.handshake.identify(scope)
-
-    async def opened(self, conn: Connection) -> None: ...
-
-    async def text(self, conn: Connection, text: str, deadline: float | None) -> None: ...
-
-    def binary(self, conn: Connection) -> None: ...
-
-    async def closed(self, conn: Connection, code: int | None) -> None:
-        await self.hub.disconnect(conn, code)
-
-    async def _open(self, conn: Connection) -> None:
-        try:
-            await self.opened(conn)
-        except BrokerUnavailable:  # the chat cannot join its broadcast: come back later
-            log.warning("broker unavailable: a %s connection was closed with 1011", self.kind)
-            conn.close(CloseCode.INTERNAL_ERROR, "broker unavailable: reconnect later")
-        except Exception:
-            log.exception("could not open a %s connection", self.kind)
-            conn.close(CloseCode.INTERNAL_ERROR, "internal error")
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (await receive())["type"] != "websocket.connect":
-            return
-        hub = self.hub
-        identity = self.identify(scope)
-        refusal = identity if isinstance(identity, Refusal) else hub.admit(identity.user)
-        if refusal is not None:
-            if refusal is identity:  # admit() counts its own refusals
-                hub.metrics.handshake_refused(refusal.status)
-            await refuse(scope, send, refusal)
-            return
-        assert isinstance(identity, Identity)
-        try:
-            await hub.start()
-            await send({"type": "websocket.accept"})
-            conn = hub.connect(
-                identity.user,
-                AsgiLink(scope, send, hub.settings.close_timeout),
-                self.kind,
-                permissions=identity.permissions,
-                expires=identity.expires,
-                peer=peer_of(scope),
-            )
-            code: int | None = None
-
-            async def serve(text: str | None, deadline: float | None) -> None:
-                if text is None:
-                    self.binary(conn)
-                else:
-                    await self.text(conn, text, deadline)
-
-            # Frames are served in order by the line's task, so that this loop goes on
-            # reading (pongs above all) while one of them waits on the broker.
-            line = FrameLine(serve, hub.settings.reply_timeout)
-            line.open_with(self._open(conn))
-            try:
-                while True:
-                    message = await receive()
-                    kind = message["type"]
-                    if kind == "websocket.receive":
-                        await line.put(message.get("text"))
-                    elif kind == "websocket.disconnect":
-                        code = message.get("code")
-                        break
-            finally:
-                try:
-                    await line.finish()
-                finally:
-                    await self.closed(conn, code)
-        finally:
-            hub.release(identity.user)
-
-
-class ProtocolEndpoint(_Endpoint):
-    """``/ws``: the JSON protocol of PROTOCOL.md."""
-
-    async def opened(self, conn: Connection) -> None:
-        await self.hub.ready(conn)
-        await self.hub.greet(conn)
-
-    async def text(self, conn: Connection, text: str, deadline: float | None) -> None:
-        await self.hub.handle_text(conn, text, deadline)
-
-    def binary(self, conn: Connection) -> None:
-        self.hub.handle_binary(conn)
-
-
-class ChatEndpoint(_Endpoint):
-    """``/ws/{client_id}``: the FastAPI tutorial's plain-text chat, without its bugs.
-
-    With auth on, it needs a token like ``/ws``, and ``client_id`` must be the token's user:
-    otherwise anyone could chat, unauthenticated, under any name.
-    """
-
-    kind = "chat"
-
-    def identify(self, scope: Scope) -> Identity | Refusal:
-        client_id = str(scope.get("path_params", {}).get("client_id", ""))
-        identity = self._identify(scope, client_id)
-        if isinstance(identity, Refusal):
-            return identity
-        # The client id is the name in the chat; the chat has no channels to permit.
-        return Identity(client_id, expires=identity.expires)
-
-    async def opened(self, conn: Connection) -> None:
-        await self.hub.chat_join(conn)
-
-    async def text(self, conn: Connection, text: str, deadline: float | None) -> None:
-        await self.hub.chat_say(conn, text)
-
-    def binary(self, conn: Connection) -> None:
-        conn.close(1003, "binary frames are not supported")
-
-    async def closed(self, conn: Connection, code: int | None) -> None:
-        await self.hub.chat_leave(conn, code)
-
-    def _identify(self, scope: Scope, client_id: str) -> Identity | Refusal:
-        if self.handshake.open_mode:
-            # Open mode keeps the tutorial's behaviour: any client id, no ``?user=``; only
-            # the origin is checked.
-            scope = {**scope, "query_string": b""}
-        identity = self.handshake.identify(scope)
-        if (
-            isinstance(identity, Identity)
-            and not self.handshake.open_mode
-            and identity.user != client_id
-        ):
-            return Refusal(403, "the client id must be the token's user")
-        return identity
-
-
-def build_router(hub: Hub, handshake: Handshake | None = None) -> APIRouter:
-    """The routes a hub adds to an app; including them also starts and stops the hub.
-
-    ``handshake`` sets what is checked before an upgrade (token, origin); the default is
-    open mode with any origin, for a hub whose app authenticates through ``authorize``.
-    """
-    handshake = handshake or Handshake()
-    router = APIRouter(lifespan=hub.lifespan)
-    router.routes.append(WebSocketRoute("/ws", ProtocolEndpoint(hub, handshake), name="wshub"))
-    router.routes.append(
-        WebSocketRoute("/ws/{client_id}", ChatEndpoint(hub, handshake), name="wshub_chat")
-    )
-    browser_routes.add_to(router, hub, handshake)
-    return router
 
 
 def create_app(

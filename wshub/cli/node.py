@@ -33,9 +33,9 @@ from typing import Any
 import uvicorn
 
 from wshub import __version__
+from wshub.app.hub import Hub
 from wshub.cli.logs import log_config
 from wshub.cli.options import ServeConfig, token_verifier
-from wshub.core.hub import Hub
 from wshub.transport.uvicorn_check import ws_protocol
 from wshub.transport.uvicorn_http import http_protocol
 

@@ -9,7 +9,7 @@ subscriber. This class keeps that stream in offset order with no gaps and no rep
   once). It is held, with everything after it, until the hub has fetched the missing ones from
   history (:meth:`repaired`) or given up on them (:meth:`skip`; see ``wshub.core.gaps``);
 - joins in progress get their live messages held aside until their ``joined`` reply is queued
-  (see ``Hub._join``).
+  (see ``Subscriptions.join``).
 
 Both holds are bounded. A channel holds at most half a subscriber's queue while a gap is
 filled, so that releasing it cannot overflow a queue that was keeping up; beyond that it keeps

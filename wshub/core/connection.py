@@ -35,7 +35,7 @@ from wshub.model.config import MIB
 from wshub.protocol import CloseCode
 from wshub.protocol.wire import Frame
 
-__all__ = ["AsgiConnection", "Connection", "FastPath", "Link"]
+__all__ = ["AsgiConnection", "Connection", "ConnectionFactory", "FastPath", "Link"]
 
 log = logging.getLogger("wshub.core.connection")
 
@@ -76,6 +76,30 @@ class Link(Protocol):
     def drop(self, code: int, reason: str) -> None:
         """Close now without waiting: a close frame on a best-effort basis, and the TCP
         connection dropped if that frame cannot be flushed within the close timeout."""
+
+
+class ConnectionFactory(Protocol):
+    """Builds the connection for a link, with the writer that suits its transport.
+
+    The hub is given one by whoever composes it: :class:`AsgiConnection` itself works under
+    any ASGI server; ``wshub.transport.direct.Writers`` picks the fast path where the server
+    offers it. The arguments are :class:`Connection`'s.
+    """
+
+    def __call__(
+        self,
+        session: str,
+        user: str,
+        link: Link,
+        queue_size: int,
+        on_overflow: Callable[[Connection], None],
+        rate: RateLimiter | None = None,
+        kind: str = "ws",
+        permissions: Permissions | None = None,
+        *,
+        peer: str = "",
+        queue_bytes: int = MIB,
+    ) -> Connection: ...
 
 
 class Connection:

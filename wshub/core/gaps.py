@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from wshub import protocol
-from wshub.brokers import Broker, BrokerUnavailable
+from wshub.brokers.base import Broker, BrokerUnavailable
 from wshub.core.channel import Gap, LocalChannel
 from wshub.model.history import Recovery
 from wshub.model.publication import Publication
@@ -40,13 +40,10 @@ class GapFiller:
         broker: Broker,
         channels: dict[str, LocalChannel],
         spawn: Callable[[Awaitable[Any]], None],
-        skip: frozenset[str] = frozenset(),
     ) -> None:
         self.broker = broker
         self.channels = channels
         self.spawn = spawn
-        self.skip = skip
-        """Channels without offsets (the plain-text chat): nothing to check."""
 
     def deliver(self, pub: Publication) -> None:
         ch = self.channels.get(pub.channel)
@@ -58,7 +55,8 @@ class GapFiller:
     def resync(self) -> None:
         """Deliveries may have been lost (the broker reconnected): check every channel."""
         for ch in list(self.channels.values()):
-            if ch.last_offset >= 0 and ch.name not in self.skip:
+            # The server's own channels (the plain-text chat's) have no offsets to check.
+            if ch.last_offset >= 0 and not ch.name.startswith("$"):
                 ch.stale = True
                 if not ch.syncing:
                     ch.syncing = True

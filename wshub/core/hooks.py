@@ -7,6 +7,7 @@ frame, so a slow hook delays only the connection whose frame it is serving.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from wshub.protocol import ErrorCode
@@ -16,6 +17,7 @@ __all__ = [
     "BadRequest",
     "Forbidden",
     "HookRefusal",
+    "Hooks",
     "OnConnect",
     "OnDisconnect",
     "OnPublish",
@@ -58,3 +60,13 @@ class BadRequest(HookRefusal):
     """Refuse with ``bad_request``: the content is not acceptable."""
 
     code = ErrorCode.BAD_REQUEST
+
+
+@dataclass(slots=True)
+class Hooks:
+    """One hub's hooks; each is optional."""
+
+    authorize: Authorize | None = None
+    on_publish: OnPublish | None = None
+    on_connect: OnConnect | None = None
+    on_disconnect: OnDisconnect | None = None

@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
-from wshub.brokers import BrokerTimeout, BrokerUnavailable
+from wshub.brokers.base import BrokerTimeout, BrokerUnavailable
 
 __all__ = [
     "MAX_WAITING",

@@ -12,11 +12,15 @@ kernel's socket buffer, whatever its pattern of reading and pausing.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
-from wshub.core.connection import Connection, FastPath
+from wshub.core.connection import AsgiConnection, Connection, FastPath, Link
+from wshub.core.permissions import Permissions
+from wshub.core.ratelimit import RateLimiter
+from wshub.model.config import MIB
 from wshub.protocol.wire import Frame, text_frame
 
-__all__ = ["FLUSH_AT", "FLUSH_BYTES", "DirectConnection", "Flusher"]
+__all__ = ["FLUSH_AT", "FLUSH_BYTES", "DirectConnection", "Flusher", "Writers"]
 
 FLUSH_AT = 64
 """Frames a direct connection queues within one tick before it writes them at once."""
@@ -169,3 +173,37 @@ def _forget(task: asyncio.Task[None]) -> None:
     _closing_tasks.discard(task)
     if not task.cancelled():
         task.exception()  # the peer may be gone already; the reader notices
+
+
+class Writers:
+    """A hub's :class:`~wshub.core.connection.ConnectionFactory`: a :class:`DirectConnection`
+    where the server offers the fast path (and ``enabled``), an ASGI one elsewhere. One
+    :class:`Flusher` serves every direct connection of the hub."""
+
+    __slots__ = ("_flusher", "enabled")
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._flusher = Flusher()
+
+    def __call__(
+        self,
+        session: str,
+        user: str,
+        link: Link,
+        queue_size: int,
+        on_overflow: Callable[[Connection], None],
+        rate: RateLimiter | None = None,
+        kind: str = "ws",
+        permissions: Permissions | None = None,
+        *,
+        peer: str = "",
+        queue_bytes: int = MIB,
+    ) -> Connection:
+        args = (session, user, link, queue_size, on_overflow, rate, kind, permissions)
+        fast = link.fast
+        if fast is None or not self.enabled:
+            return AsgiConnection(*args, peer=peer, queue_bytes=queue_bytes)
+        return DirectConnection(
+            *args, fast=fast, flusher=self._flusher, peer=peer, queue_bytes=queue_bytes
+        )

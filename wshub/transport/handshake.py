@@ -1,22 +1,38 @@
 """The checks made before a WebSocket upgrade: the Origin, then who the client is.
 
 Everything here reads the ASGI scope and answers with an :class:`~wshub.core.auth.Identity` or a
-:class:`~wshub.core.hub.Refusal`; no I/O. Refusing before the upgrade (PROTOCOL.md "Transport")
+:class:`Refusal`; no I/O. Refusing before the upgrade (the protocol's "Transport" section)
 means a forged token or a foreign page costs the server one HTTP response, not a connection.
+The hub's own reasons (:class:`~wshub.core.admission.Refused`) become refusals here too.
 """
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
 from wshub import protocol
+from wshub.core.admission import Refused
 from wshub.core.auth import Identity, TokenRejected, TokenVerifier
-from wshub.core.hub import Refusal
 
-__all__ = ["Handshake", "normalize_origin", "open_mode_user"]
+__all__ = ["Handshake", "Refusal", "normalize_origin", "open_mode_user", "refusal_for"]
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a handshake is refused, as an HTTP status for the denial response."""
+
+    status: int
+    reason: str
+    retry_after: int | None = None
+
+
+def refusal_for(refused: Refused, retry_after: int) -> Refusal:
+    """The denial response for a hub's reason: 503 (each is temporary) with ``Retry-After``."""
+    return Refusal(503, refused.reason, retry_after)
 
 
 def normalize_origin(origin: str) -> str:

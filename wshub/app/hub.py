@@ -1,0 +1,74 @@
+"""``wshub.Hub``: the hub's core composed for a FastAPI app, and what a library user imports.
+
+The core (:class:`~wshub.core.hub.HubCore`) is given its collaborators; this is where they are
+chosen: the broker from a URL, Prometheus metrics, and the fast-path writer where the server
+offers it. ``router`` mounts the WebSocket endpoints into an app.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING
+
+from wshub.app.metrics import HubMetrics
+from wshub.brokers import Broker, create_broker
+from wshub.core.hooks import Authorize, OnConnect, OnDisconnect, OnPublish
+from wshub.core.hub import HubCore
+from wshub.model.config import Settings
+from wshub.transport.direct import Writers
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
+
+__all__ = ["Hub"]
+
+
+class Hub(HubCore):
+    """A real-time messaging hub. Mount ``hub.router`` into a FastAPI app.
+
+    >>> hub = Hub("memory://")                         # doctest: +SKIP
+    >>> app.include_router(hub.router)                 # doctest: +SKIP
+    >>> await hub.publish("orders:42", {"status": "shipped"})  # doctest: +SKIP
+
+    ``broker`` is a URL (``memory://``, ``redis://...``) or a broker object.
+    """
+
+    metrics: HubMetrics
+
+    def __init__(
+        self,
+        broker: str | Broker = "memory://",
+        settings: Settings | None = None,
+        *,
+        authorize: Authorize | None = None,
+        on_publish: OnPublish | None = None,
+        on_connect: OnConnect | None = None,
+        on_disconnect: OnDisconnect | None = None,
+    ) -> None:
+        settings = settings or Settings()
+        settings.validate()
+        # One id for the node everywhere: a broker object that has its own (a RedisBroker
+        # built by hand) names the node in the cluster's presence, so welcome says the same.
+        node = getattr(broker, "node", None) or secrets.token_hex(4)
+        self.broker_url = broker if isinstance(broker, str) else type(broker).__name__
+        super().__init__(
+            create_broker(broker, settings, node) if isinstance(broker, str) else broker,
+            settings,
+            node=node,
+            metrics=HubMetrics(),
+            writers=Writers(settings.fast_path),
+            authorize=authorize,
+            on_publish=on_publish,
+            on_connect=on_connect,
+            on_disconnect=on_disconnect,
+        )
+        self._router: APIRouter | None = None
+
+    @property
+    def router(self) -> APIRouter:
+        """A FastAPI router with ``/ws`` and ``/ws/{client_id}``, starting the hub with the app."""
+        if self._router is None:
+            from wshub.app.routes import build_router
+
+            self._router = build_router(self)
+        return self._router

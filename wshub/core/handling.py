@@ -1,0 +1,218 @@
+"""Serving a protocol client's text frames: limits, decoding, permissions, then the work.
+
+:meth:`FrameHandler.handle_text` never raises for bad input: every refusal is an ``error``
+frame with the code PROTOCOL.md names, and the connection goes on (a flood past its rate is
+the one exception: 1008). Each frame's broker calls are bounded by its deadline (see
+:mod:`wshub.core.serving`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+from msgspec import UNSET, Raw
+
+from wshub import protocol
+from wshub.brokers.base import Broker, BrokerTimeout, BrokerUnavailable
+from wshub.core import serving
+from wshub.core.clock import Clock
+from wshub.core.connection import Connection
+from wshub.core.hooks import HookRefusal, Hooks
+from wshub.core.metrics import Metrics
+from wshub.core.publishing import Publisher
+from wshub.core.read_budget import ReadBudget
+from wshub.core.serving import bounded
+from wshub.core.subscriptions import Subscriptions
+from wshub.model.config import Settings
+from wshub.model.history import history_frame
+from wshub.protocol import ErrorCode, FrameError
+
+__all__ = ["FrameHandler"]
+
+log = logging.getLogger("wshub.core.hub")
+
+
+class FrameHandler:
+    __slots__ = (
+        "_broker",
+        "_clock",
+        "_hooks",
+        "_metrics",
+        "_publisher",
+        "_reads",
+        "_settings",
+        "_subscriptions",
+    )
+
+    def __init__(
+        self,
+        broker: Broker,
+        settings: Settings,
+        metrics: Metrics,
+        hooks: Hooks,
+        clock: Clock,
+        reads: ReadBudget,
+        subscriptions: Subscriptions,
+        publisher: Publisher,
+    ) -> None:
+        self._broker = broker
+        self._settings = settings
+        self._metrics = metrics
+        self._hooks = hooks
+        self._clock = clock
+        self._reads = reads
+        self._subscriptions = subscriptions
+        self._publisher = publisher
+
+    async def handle_text(self, conn: Connection, text: str, deadline: float | None) -> None:
+        if conn.closing:  # e.g. its token expired: nothing more is done on its behalf
+            return
+        if not self._within_rate(conn):
+            if conn.rate is not None and not conn.closing:
+                await self._clock.sleep(conn.rate.pause)  # hold the flooder back: RateLimiter
+            return
+        limit = self._settings.max_frame_bytes
+        # A str of n code points is n to 4n bytes of UTF-8: encode only when it matters.
+        if len(text) > limit or (
+            len(text) * 4 > limit and len(text.encode(errors="surrogatepass")) > limit
+        ):
+            self._error(conn, ErrorCode.TOO_LARGE, f"frame over {limit} bytes")
+            return
+        try:
+            frame = protocol.decode_client_frame(text)
+        except FrameError as exc:
+            self._error(conn, exc.code, exc.message, exc.frame_id)
+            return
+        await serving.within(deadline, self._settings.reply_timeout, self._serve(conn, frame))
+
+    def handle_binary(self, conn: Connection) -> None:
+        if self._within_rate(conn):
+            self._error(conn, ErrorCode.BAD_FRAME, "binary frames are not accepted")
+
+    async def allowed(self, conn: Connection, action: str, channel: str) -> bool:
+        """Both the connection's own permissions and the ``authorize`` hook must agree."""
+        permissions = conn.permissions
+        if permissions is not None and not permissions.allows(action, channel):
+            return False
+        authorize = self._hooks.authorize
+        if authorize is None:
+            return True
+        return await authorize(conn.user, action, channel)
+
+    async def _serve(self, conn: Connection, frame: protocol.ClientFrame) -> None:
+        try:
+            await self._dispatch(conn, frame)
+        except FrameError as exc:
+            self._error(conn, exc.code, exc.message, exc.frame_id)
+        except HookRefusal as exc:
+            message = str(exc) or f"refused by the server: {exc.code}"
+            self._error(conn, exc.code, message, protocol.frame_id(frame))
+        except BrokerTimeout:
+            self._error(conn, ErrorCode.TIMEOUT, serving.TIMEOUT, protocol.frame_id(frame))
+        except BrokerUnavailable:
+            self._error(
+                conn,
+                ErrorCode.UNAVAILABLE,
+                "broker unreachable, retry later",
+                protocol.frame_id(frame),
+            )
+        except Exception:
+            log.exception("internal error serving a %s frame", type(frame).__name__)
+            self._error(conn, ErrorCode.INTERNAL, "internal error", protocol.frame_id(frame))
+
+    def _error(
+        self,
+        conn: Connection,
+        code: ErrorCode,
+        message: str,
+        frame_id: protocol.FrameId | None = None,
+    ) -> None:
+        self._metrics.error(code.value)
+        conn.push(protocol.error(code, message, frame_id))
+
+    def _within_rate(self, conn: Connection) -> bool:
+        rate = conn.rate
+        if rate is None:
+            return True
+        now = self._clock.now()
+        if rate.allow(now):
+            return True
+        if rate.abusive(now):
+            conn.close(protocol.CloseCode.POLICY_VIOLATION, "rate limit exceeded repeatedly")
+        elif rate.warn(now):  # then silence until the next interval
+            self._error(conn, ErrorCode.RATE_LIMITED, "rate limit exceeded")
+        return False
+
+    async def _dispatch(self, conn: Connection, frame: protocol.ClientFrame) -> None:
+        fid = protocol.reply_id(protocol.frame_id(frame))
+        match frame:
+            case protocol.Publish():
+                await self._publish(conn, frame)
+            case protocol.Join():
+                await self._check(conn, "join", frame.channel, frame)
+                await self._subscriptions.join(conn, frame)
+            case protocol.Leave():
+                await self._subscriptions.leave(conn, frame)
+            case protocol.Send():
+                assert frame.data is not UNSET
+                await self._publisher.send_direct(frame.to, frame.data, conn.user)
+                conn.push(protocol.encode(protocol.Ack(id=fid)))
+            case protocol.PresenceRequest():
+                await self._check(conn, "join", frame.channel, frame)
+                self._reads.charge(conn, frame)
+                members = await bounded(self._broker.presence(frame.channel), effect=False)
+                reply = protocol.Presence(
+                    channel=frame.channel,
+                    members=[protocol.Member(m.user, Raw(m.meta), m.connections) for m in members],
+                    id=fid,
+                )
+                conn.push(protocol.encode(reply))
+            case protocol.HistoryRequest():
+                await self._check(conn, "join", frame.channel, frame)
+                self._reads.charge(conn, frame)
+                since = frame.since
+                offset, epoch = (None, None) if since is UNSET else (since.offset, since.epoch)
+                current, pubs = await bounded(
+                    self._broker.history(frame.channel, offset, epoch, frame.limit), effect=False
+                )
+                conn.push(history_frame(frame.channel, current, pubs, protocol.frame_id(frame)))
+            case protocol.Ping():
+                conn.push(protocol.encode(protocol.Pong(id=fid)))
+
+    async def _check(
+        self, conn: Connection, action: str, channel: str, frame: protocol.ClientFrame
+    ) -> None:
+        if not await self.allowed(conn, action, channel):
+            raise FrameError(
+                ErrorCode.FORBIDDEN,
+                f"no permission to {action} {channel!r}",
+                protocol.frame_id(frame),
+            )
+
+    async def _publish(self, conn: Connection, frame: protocol.Publish) -> None:
+        await self._check(conn, "publish", frame.channel, frame)
+        assert frame.data is not UNSET
+        data = bytes(frame.data)
+        on_publish = self._hooks.on_publish
+        if on_publish is not None:
+            # Only here is a publication decoded: without the hook it stays raw JSON.
+            try:
+                decoded = msgspec.json.decode(data)
+            except (msgspec.DecodeError, RecursionError) as exc:  # e.g. 1e400: out of range
+                raise FrameError(
+                    ErrorCode.BAD_REQUEST,
+                    f'"data" cannot be decoded: {exc}',
+                    protocol.frame_id(frame),
+                ) from None
+            value = await on_publish(conn.user, frame.channel, decoded)
+            data = msgspec.json.encode(value)
+        key = None if frame.idempotency_key is UNSET else frame.idempotency_key
+        pub = await self._publisher.publish_raw(frame.channel, data, conn.user, key)
+        ack = protocol.Ack(
+            id=protocol.reply_id(protocol.frame_id(frame)),
+            channel=pub.channel,
+            offset=pub.offset,
+            epoch=pub.epoch,
+        )
+        conn.push(protocol.encode(ack))

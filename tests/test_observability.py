@@ -55,9 +55,9 @@ async def test_metrics_count_connections_joins_messages_errors_and_refusals(
         assert metric(text, "wshub_connections_opened_total") == 2
         assert metric(text, "wshub_joins_total") == 2
         assert metric(text, "wshub_messages_published_total") == 3
-        assert metric(text, "wshub_messages_delivered_total") == 6  # 3 messages x 2 subscribers
+        assert metric(text, "wshub_messages_fanned_out_total") == 6  # 3 messages x 2 subscribers
         assert metric(text, "wshub_direct_sent_total") == 1
-        assert metric(text, "wshub_direct_delivered_total") == 1
+        assert metric(text, "wshub_direct_fanned_out_total") == 1
         assert metric(text, "wshub_errors_total", 'code="unknown_type"') == 1
         assert metric(text, "wshub_errors_total", 'code="not_joined"') == 1
         assert metric(text, "wshub_delivery_latency_seconds_count") == 3
@@ -139,7 +139,7 @@ async def test_admin_stats_need_the_api_key(make_server: ServerFactory) -> None:
     (me,) = body["nodes"]
     assert me["connections"] == 2
     assert me["users"] == 2
-    assert (me["published"], me["delivered"], me["joins"]) == (1, 2, 3)
+    assert (me["published"], me["fanned_out"], me["joins"]) == (1, 2, 3)
     assert me["broker"] == "memory"
 
 

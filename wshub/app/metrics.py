@@ -49,13 +49,15 @@ JOINS: Final = Counter("wshub_joins", "Successful channel joins.")
 PUBLISHED: Final = Counter(
     "wshub_messages_published", "Channel messages published (by clients or the library API)."
 )
-DELIVERED: Final = Counter(
-    "wshub_messages_delivered",
+# "Fanned out", not "delivered": these count frames handed to connections' queues, which a
+# connection that closes before its writer runs never writes.
+FANNED_OUT: Final = Counter(
+    "wshub_messages_fanned_out",
     "Channel message frames queued for subscribers, live and replayed on recovery.",
 )
 DIRECT_SENT: Final = Counter("wshub_direct_sent", "Direct messages sent (send frames).")
-DIRECT_DELIVERED: Final = Counter(
-    "wshub_direct_delivered", "Direct message frames queued for the recipients' connections."
+DIRECT_FANNED_OUT: Final = Counter(
+    "wshub_direct_fanned_out", "Direct message frames queued for the recipients' connections."
 )
 ERRORS: Final = Counter("wshub_errors", "Error frames sent to clients, by code.", ["code"])
 REFUSED: Final = Counter(
@@ -100,10 +102,10 @@ class HubMetrics:
 
     __slots__ = (
         "connections_opened",
-        "delivered",
-        "direct_delivered",
+        "direct_fanned_out_total",
         "direct_sent",
         "errors",
+        "fanned_out_total",
         "joins",
         "published",
         "refused",
@@ -114,9 +116,10 @@ class HubMetrics:
         self.connections_opened = 0
         self.joins = 0
         self.published = 0
-        self.delivered = 0
+        self.fanned_out_total = 0
+        """Channel message frames queued for subscribers (not necessarily written yet)."""
         self.direct_sent = 0
-        self.direct_delivered = 0
+        self.direct_fanned_out_total = 0
         self.slow_consumers = 0
         self.errors: dict[str, int] = {}
         self.refused: dict[str, int] = {}
@@ -141,14 +144,14 @@ class HubMetrics:
     def recovered(self, broker_seconds: float, replayed: int) -> None:
         _ROUND_TRIP["recover"].observe(broker_seconds)
         if replayed:
-            self.delivered += replayed
-            DELIVERED.inc(replayed)
+            self.fanned_out_total += replayed
+            FANNED_OUT.inc(replayed)
 
     def fanned_out(self, subscribers: int, latency: float) -> None:
         """One publication handed to ``subscribers`` local queues."""
         if subscribers:
-            self.delivered += subscribers
-            DELIVERED.inc(subscribers)
+            self.fanned_out_total += subscribers
+            FANNED_OUT.inc(subscribers)
         DELIVERY_LATENCY.observe(max(latency, 0.0))
 
     def direct_sent_once(self, broker_seconds: float) -> None:
@@ -158,8 +161,8 @@ class HubMetrics:
 
     def direct_fanned_out(self, connections: int) -> None:
         if connections:
-            self.direct_delivered += connections
-            DIRECT_DELIVERED.inc(connections)
+            self.direct_fanned_out_total += connections
+            DIRECT_FANNED_OUT.inc(connections)
 
     def error(self, code: str) -> None:
         self.errors[code] = self.errors.get(code, 0) + 1

@@ -30,7 +30,7 @@ async function poll() {
 function update(stats) {
   const nodes = stats.nodes;
   const totalIn = sum(nodes, (n) => n.published + n.direct_sent);
-  const totalOut = sum(nodes, (n) => n.delivered + n.direct_delivered);
+  const totalOut = sum(nodes, (n) => n.fanned_out + n.direct_fanned_out);
   if (previous) {
     const seconds = Math.max((stats.time - previous.time) / 1000, 0.001);
     // A restarted node resets its counters: a negative delta is a restart, not a rate.
@@ -52,7 +52,7 @@ function update(stats) {
     ...nodes.map((n) =>
       row([
         n.host ? `${n.node} (${n.host}, pid ${n.pid})` : n.node, n.broker, [`${Math.round(n.uptime)} s`, "num"], [n.connections, "num"],
-        [n.published, "num"], [n.delivered, "num"], [n.queued, "num"], [n.slow_consumers, "num"],
+        [n.published, "num"], [n.fanned_out, "num"], [n.queued, "num"], [n.slow_consumers, "num"],
         pairs(n.errors), pairs(n.refused),
       ]),
     ),

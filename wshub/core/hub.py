@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any
 
 from wshub.brokers.base import Broker
@@ -211,13 +211,16 @@ class HubCore:
 
     # --- frames from clients ---------------------------------------------------------------
 
-    async def handle_text(self, conn: Connection, text: str, deadline: float | None = None) -> None:
+    def handle_text(
+        self, conn: Connection, text: str, deadline: float | None = None
+    ) -> Coroutine[Any, Any, None]:
         """Serve one text frame from a protocol client. Never raises for bad input.
 
         ``deadline`` (event-loop time) bounds the broker calls made for it: see
-        :mod:`wshub.core.serving`.
+        :mod:`wshub.core.serving`. (The handler's own coroutine, not one wrapped around it:
+        this runs for every frame.)
         """
-        await self._frames.handle_text(conn, text, deadline)
+        return self._frames.handle_text(conn, text, deadline)
 
     def handle_binary(self, conn: Connection) -> None:
         self._frames.handle_binary(conn)
@@ -264,17 +267,17 @@ class HubCore:
         """
         return await self._publisher.publish(channel, data, idempotency_key)
 
-    async def publish_raw(
+    def publish_raw(
         self,
         channel: str,
         data: bytes,
         sender: str | None = None,
         idempotency_key: str | None = None,
-    ) -> Publication:
+    ) -> Coroutine[Any, Any, Publication]:
         """Publish JSON bytes as they are: the one road of every publication (clients, the
         library, the HTTP API), so each is counted and timed once. The caller checks the
         channel name and the key, and starts the hub."""
-        return await self._publisher.publish_raw(channel, data, sender, idempotency_key)
+        return self._publisher.publish_raw(channel, data, sender, idempotency_key)
 
     async def send(self, user: str, data: Any, sender: str | None = None) -> None:
         """Send ``data`` to every connection of ``user``, on every node, within

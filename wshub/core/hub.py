@@ -131,7 +131,7 @@ class HubCore:
 
     @property
     def draining(self) -> bool:
-        """Whether :meth:`drain` has begun: handshakes are refused, ``/readyz`` says 503."""
+        """Whether :meth:`drain` has begun: handshakes are refused, the node is not ready."""
         return self._lifecycle.draining
 
     @property

@@ -11,8 +11,8 @@ from typing import Any
 
 from tests.staged_broker import StagedBroker
 from tests.test_hub import Peer
+from wshub import Hub
 from wshub.brokers import BrokerTimeout, BrokerUnavailable
-from wshub.core.hub import Hub
 from wshub.model.config import Settings
 
 MISSED = (1011, "missed messages: rejoin")
@@ -56,7 +56,7 @@ async def test_a_second_gap_found_while_releasing_held_messages_is_filled_too() 
     for i in range(2, 8):
         await hub.publish("c", i)
     await history.wait_reached()  # the repair of 2 waits; 3, 4, 6, 7 are held behind it
-    held = hub._channels["c"].held
+    held = hub._subscriptions.channels["c"].held
     assert held is not None and [p.offset for p in held] == [3, 4, 6, 7]
     history.open()  # releasing 3, 4 then 6 finds that 5 is missing as well
     await until(lambda: len(offsets(a)) >= 7)
@@ -77,7 +77,7 @@ async def test_a_repair_cancelled_while_holding_closes_and_the_resume_recovers_a
     for i in range(2, 10):
         await hub.publish("c", i)
     await history.wait_reached()
-    ch = hub._channels["c"]
+    ch = hub._subscriptions.channels["c"]
     assert ch.held is not None and len(ch.held) == 4  # 3..6; 7..9 overflowed, 9 kept behind
     task_of(hub, "repair").cancel()
     await until(lambda: a.link.closed is not None)
@@ -105,7 +105,7 @@ async def test_a_resync_cancelled_while_its_repair_holds_nothing_yet_leaves_the_
     history = broker.hold("history")
     hub.resync()
     await history.wait_reached()  # the position check found 2 and holds while it fetches it
-    ch = hub._channels["c"]
+    ch = hub._subscriptions.channels["c"]
     assert ch.held == []
     task_of(hub, "_catch_up").cancel()
     await until(lambda: a.link.closed is not None)
@@ -130,7 +130,7 @@ async def test_a_resync_during_a_repair_looks_again_once_the_repair_is_done() ->
     await history.wait_reached()  # repairing 2; meanwhile 4 is lost with nothing after it
     await hub.publish("c", 4)
     hub.resync()  # finds 4, but the channel is already holding: it must look again later
-    ch = hub._channels["c"]
+    ch = hub._subscriptions.channels["c"]
     await until(lambda: broker.calls.get("recover", 0) >= 2)  # the join's and the check's
     history.open()
     await until(lambda: not ch.syncing and len(offsets(a)) >= 4)
@@ -144,7 +144,7 @@ async def test_a_new_epoch_whose_first_messages_were_lost_is_filled_from_offset_
     broker, hub = await started()
     a = await joined(hub, "a")
     await hub.publish("c", "old")
-    old = hub._channels["c"].epoch
+    old = hub._subscriptions.channels["c"].epoch
     broker.flush()  # the broker restarts the channel in a new epoch ...
     broker.lose = {1}  # ... and its first publication never reaches this node
     await hub.publish("c", "new-1")
@@ -186,11 +186,11 @@ async def test_a_position_check_stops_retrying_once_nobody_listens() -> None:
     await hub.publish("c", 1)
     broker.fail("recover", *(BrokerUnavailable("down") for _ in range(1000)))
     hub.resync()
-    ch = hub._channels["c"]
+    ch = hub._subscriptions.channels["c"]
     await until(lambda: broker.faults_left("recover") <= 998)  # retrying
     await a.say({"type": "leave", "channel": "c"})
     await until(lambda: not ch.syncing and not hub._tasks)  # ended: it asks no more
-    assert "c" not in hub._channels
+    assert "c" not in hub._subscriptions.channels
     broker._faults.clear()
     b = await joined(hub, "b")  # a channel of the same name later is a new one, and works
     await hub.publish("c", 2)
@@ -244,7 +244,7 @@ async def test_a_delivery_for_a_channel_left_meanwhile_reaches_nobody() -> None:
     broker.delay()
     await hub.publish("c", 1)
     await a.say({"type": "leave", "channel": "c"})
-    assert "c" not in hub._channels
+    assert "c" not in hub._subscriptions.channels
     broker.release()  # the late delivery of 1: nobody here listens any more
     b = await joined(hub, "b")
     await hub.publish("c", 2)
@@ -285,7 +285,7 @@ async def test_a_resync_while_the_first_join_subscribes_checks_nothing_and_the_j
     join = asyncio.ensure_future(a.say({"type": "join", "channel": "c"}))
     await subscribe.wait_reached()
     hub.resync()  # this node does not know the channel's position yet: nothing to compare
-    assert not hub._channels["c"].syncing
+    assert not hub._subscriptions.channels["c"].syncing
     subscribe.open()
     assert (await join)["type"] == "joined"
     await hub.publish("c", 2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from typing import Any
 
 __all__ = ["Tasks"]
@@ -24,6 +24,13 @@ class Tasks:
         task: asyncio.Task[Any] = asyncio.ensure_future(work)
         self._running.add(task)
         task.add_done_callback(self._done)
+
+    def __iter__(self) -> Iterator[asyncio.Task[Any]]:
+        """The tasks still running (tests look for one by its coroutine's name)."""
+        return iter(list(self._running))
+
+    def __len__(self) -> int:
+        return len(self._running)
 
     def cancel_all(self) -> None:
         for task in list(self._running):

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
-from wshub.client.frames import Frame, Gap, Message, Stopped, message_of
+from wshub.client.frames import FrameDict, Gap, Message, Stopped, message_of
 
 __all__ = ["END", "Channel", "Channels", "Subscription"]
 
@@ -36,9 +36,9 @@ class Channel:
     on_gap: list[Callable[[Gap], object]] = field(default_factory=list)
     resuming: bool = False
 
-    def join_frame(self, name: str) -> Frame:
+    def join_frame(self, name: str) -> FrameDict:
         """A ``join`` for this channel, from the last position seen if there is one."""
-        frame: Frame = {"type": "join", "channel": name}
+        frame: FrameDict = {"type": "join", "channel": name}
         if self.meta is not None:
             frame["meta"] = self.meta
         if self.epoch is not None and self.offset is not None:
@@ -49,7 +49,7 @@ class Channel:
 class Channels(dict[str, Channel]):
     """The joined channels by name; handles ``joined`` and ``message`` frames from the reader."""
 
-    def on_joined(self, frame: Frame) -> None:
+    def on_joined(self, frame: FrameDict) -> None:
         # Called in the reader, before any replayed message that follows the reply is read.
         ch = self.get(frame["channel"])
         if ch is None:
@@ -67,7 +67,7 @@ class Channels(dict[str, Channel]):
             for callback in list(ch.on_gap):
                 callback(gap)
 
-    def on_message(self, frame: Frame) -> None:
+    def on_message(self, frame: FrameDict) -> None:
         ch = self.get(frame["channel"])
         if ch is None:
             return
@@ -86,7 +86,7 @@ class _Client(Protocol):
     @property
     def stopped(self) -> Stopped | None: ...
 
-    def join(self, channel: str, *, meta: Any = None) -> Awaitable[Frame]: ...
+    def join(self, channel: str, *, meta: Any = None) -> Awaitable[FrameDict]: ...
 
     def history(
         self, channel: str, *, since: tuple[int, str] | None = None, limit: int = 100

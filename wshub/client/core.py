@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from wshub.client.channels import END, Channel, Subscription
-from wshub.client.frames import Direct, Frame, Gap, Message, Stopped, message_of
+from wshub.client.frames import Direct, FrameDict, Gap, Message, Stopped, message_of
 from wshub.client.link import Link
 
 __all__ = ["Client"]
@@ -53,7 +53,7 @@ class Client(Link):
         """Seconds before reconnect attempt ``attempt`` (see :class:`~.policy.Backoff`)."""
         return self.backoff_policy.delay(attempt)
 
-    async def join(self, channel: str, *, meta: Any = None) -> Frame:
+    async def join(self, channel: str, *, meta: Any = None) -> FrameDict:
         """Join a channel (again, with the last position seen, if already joined)."""
         ch = self._channels.get(channel)
         fresh = ch is None
@@ -84,16 +84,16 @@ class Client(Link):
         """Send a direct message to every connection of user ``to``."""
         await self._request({"type": "send", "to": to, "data": data})
 
-    async def presence(self, channel: str) -> list[Frame]:
+    async def presence(self, channel: str) -> list[FrameDict]:
         reply = await self._request({"type": "presence", "channel": channel})
-        members: list[Frame] = reply["members"]
+        members: list[FrameDict] = reply["members"]
         return members
 
     async def history(
         self, channel: str, *, since: tuple[int, str] | None = None, limit: int = 100
     ) -> tuple[str, list[Message]]:
         """The channel's epoch and a page of its history, oldest first."""
-        frame: Frame = {"type": "history", "channel": channel, "limit": limit}
+        frame: FrameDict = {"type": "history", "channel": channel, "limit": limit}
         if since is not None:
             frame["since"] = {"offset": since[0], "epoch": since[1]}
         reply = await self._request(frame)

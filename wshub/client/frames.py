@@ -19,7 +19,9 @@ __all__ = [
     "ws_url",
 ]
 
-Frame = dict[str, Any]
+FrameDict = dict[str, Any]
+"""A protocol frame as its decoded JSON object, sent or received (not
+:class:`wshub.protocol.wire.Frame`, a server frame encoded once)."""
 
 
 class ServerError(Exception):
@@ -114,7 +116,7 @@ class Gap:
     epoch: str
 
 
-def message_of(frame: Frame) -> Message:
+def message_of(frame: FrameDict) -> Message:
     return Message(
         frame["channel"],
         frame["offset"],

@@ -1,16 +1,16 @@
-"""The client's link: one WebSocket at a time, replies matched by ``id``, and what to do when
-it closes, as the protocol's close codes say (:mod:`wshub.client.policy`).
+"""The client's link: one WebSocket at a time, and what to do when it closes, as the
+protocol's close codes say (:mod:`wshub.client.policy`).
 
-Dead links (a proxy or a NAT that silently dropped the connection) are found with the
-protocol's ``ping`` at the server's ``welcome.heartbeat`` interval: an unanswered ping within
-one more interval aborts the link, and the client reconnects with backoff and jitter.
+Its parts: opening a WebSocket (:mod:`~wshub.client.dial`), replies matched by ``id``
+(:mod:`~wshub.client.replies`), dead links found with the protocol's ``ping`` at the server's
+``welcome.heartbeat`` interval (:mod:`~wshub.client.heartbeat`), and the attempts with backoff
+and jitter after a drop (:mod:`~wshub.client.reconnect`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -20,25 +20,22 @@ from typing import Any, Literal, Self
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from wshub.client import heartbeat
 from wshub.client.channels import END, Channels
+from wshub.client.dial import dial
 from wshub.client.frames import (
     ConnectionLost,
     Direct,
-    Frame,
+    FrameDict,
     MemberEvent,
     Refused,
     ServerError,
     Stopped,
     ws_url,
 )
-from wshub.client.policy import (
-    NO_CLOSE_FRAME,
-    Action,
-    Backoff,
-    after_close,
-    after_refusal,
-    close_code_of_refusal,
-)
+from wshub.client.policy import NO_CLOSE_FRAME, Action, Backoff, after_close
+from wshub.client.reconnect import reconnect
+from wshub.client.replies import Replies
 
 __all__ = ["Link", "State", "TokenProvider"]
 
@@ -48,8 +45,6 @@ State = Literal["connecting", "open", "reconnecting", "closed"]
 TokenProvider = Callable[[], Awaitable[str | None]]
 """Asked for a fresh token when the server says the current one expired or is not valid
 (4001, 4003, a handshake refused with 401); None means there is none: the client stops."""
-
-_LINK_ERRORS = (OSError, TimeoutError, ConnectionError, websockets.WebSocketException)
 
 
 class Link:
@@ -89,16 +84,13 @@ class Link:
         self.on_member = on_member
         self.on_stop = on_stop
         self.state: State = "closed"
-        self.welcome: Frame = {}
+        self.welcome: FrameDict = {}
         self.stopped: Stopped | None = None
         """Why the server stopped this client, once it did; None while it runs."""
         self.reconnects = 0
         """How many times the link was re-established after a drop."""
         self._ws: ClientConnection | None = None
-        self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[Frame]] = {}
-        self._sizes: dict[int, int] = {}
-        """The length of each pending request's frame, to match an id-less ``too_large``."""
+        self._replies = Replies()
         self._channels = Channels()
         self._directs: list[asyncio.Queue[Any]] = []
         self._ready = asyncio.Event()
@@ -154,30 +146,7 @@ class Link:
         self._end(None)
 
     async def _open(self) -> tuple[ClientConnection, asyncio.Task[None]]:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
-        try:
-            ws = await websockets.connect(
-                self.url,
-                additional_headers=headers,
-                ping_interval=None,  # the protocol's ping does this, at the server's pace
-                close_timeout=1,
-                max_size=None,
-                open_timeout=self.request_timeout,
-            )
-        except websockets.InvalidStatus as exc:
-            response = exc.response
-            reason = response.body.decode("utf-8", "replace").strip() if response.body else ""
-            raise Refused(
-                response.status_code, response.headers.get("Retry-After"), reason
-            ) from None
-        try:
-            welcome = json.loads(await asyncio.wait_for(ws.recv(), self.request_timeout))
-            if welcome.get("type") != "welcome":
-                raise ConnectionError(f"expected a welcome frame, got {welcome!r}")
-        except BaseException:
-            await ws.close()
-            raise
-        self.welcome = welcome
+        ws, self.welcome = await dial(self.url, self.token, self.request_timeout)
         self._ws = ws
         reader = asyncio.create_task(self._read(ws))
         try:
@@ -213,36 +182,17 @@ class Link:
             if action is Action.STOP or action is Action.NOTHING:
                 self._end(Stopped(code, reason))
                 return
-            self._fail_pending(ConnectionLost("connection lost"))
+            self._replies.fail(ConnectionLost("connection lost"))
             if action is Action.NEW_TOKEN and not await self._renew_token():
                 self._end(Stopped(code, f"{reason or 'token refused'}; no new token"))
                 return
             self._set_state("reconnecting")
-            link = await self._reconnect()
+            link = await reconnect(self._open, self.backoff_policy, self._renew_token, self.url)
             if isinstance(link, Stopped):
                 self._end(link)
                 return
             ws, reader = link
             self.reconnects += 1
-
-    async def _reconnect(self) -> tuple[ClientConnection, asyncio.Task[None]] | Stopped:
-        retry_after = 0.0
-        for attempt in itertools.count():
-            await asyncio.sleep(self.backoff_policy.delay(attempt, retry_after))
-            retry_after = 0.0
-            try:
-                return await self._open()
-            except Refused as exc:
-                log.info("reconnect attempt %d to %s refused: %s", attempt + 1, self.url, exc)
-                action = after_refusal(exc.status)
-                if action is Action.STOP:
-                    return Stopped(close_code_of_refusal(exc.status), exc.reason)
-                if action is Action.NEW_TOKEN and not await self._renew_token():
-                    return Stopped(4001, f"{exc.reason or 'token refused'}; no new token")
-                retry_after = exc.retry_after_seconds
-            except _LINK_ERRORS as exc:
-                log.info("reconnect attempt %d to %s failed: %s", attempt + 1, self.url, exc)
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _renew_token(self) -> bool:
         """Ask the application for a new token; whether it gave one."""
@@ -256,16 +206,11 @@ class Link:
 
     async def _heartbeat(self, ws: ClientConnection) -> None:
         interval = self.heartbeat if self.heartbeat is not None else self.welcome.get("heartbeat")
-        if not interval:
-            return
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self._request({"type": "ping"}, timeout=interval, wait=False)
-            except (TimeoutError, ConnectionLost):
-                log.info("no pong within %.1f s: the link to %s is dead", interval, self.url)
-                ws.transport.abort()
-                return
+        if interval:
+            await heartbeat.watch(ws, interval, self._ping, self.url)
+
+    async def _ping(self, timeout: float) -> None:
+        await self._request({"type": "ping"}, timeout=timeout, wait=False)
 
     async def _rejoin(self) -> None:
         """Join every channel again, from the last position seen, all at once."""
@@ -283,8 +228,8 @@ class Link:
     # --- requests --------------------------------------------------------------------------
 
     async def _request(
-        self, frame: Frame, timeout: float | None = None, wait: bool = True
-    ) -> Frame:
+        self, frame: FrameDict, timeout: float | None = None, wait: bool = True
+    ) -> FrameDict:
         """Send a frame with a fresh id and return its reply; raise ServerError on ``error``.
 
         With ``wait``, a request made while reconnecting waits for the link to come back.
@@ -298,19 +243,12 @@ class Link:
             ws = self._ws
             if ws is None:
                 raise self.stopped or ConnectionLost("not connected")
-            frame_id = next(self._ids)
-            future: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
-            self._pending[frame_id] = future
-            text = json.dumps({**frame, "id": frame_id})
-            self._sizes[frame_id] = len(text)
-            try:
-                await ws.send(text)
-                reply = await future
-            except websockets.ConnectionClosed:
-                raise ConnectionLost("connection lost") from None
-            finally:
-                self._pending.pop(frame_id, None)
-                self._sizes.pop(frame_id, None)
+            with self._replies.expect(frame) as (text, future):
+                try:
+                    await ws.send(text)
+                    reply = await future
+                except websockets.ConnectionClosed:
+                    raise ConnectionLost("connection lost") from None
         if reply.get("type") == "error":
             raise ServerError(reply.get("code", "internal"), reply.get("message", ""))
         return reply
@@ -326,7 +264,7 @@ class Link:
                 except Exception:
                     log.exception("could not handle a frame from %s: %r", self.url, raw[:200])
 
-    def _dispatch(self, frame: Frame) -> None:
+    def _dispatch(self, frame: FrameDict) -> None:
         kind = frame.get("type")
         if kind == "message":
             self._channels.on_message(frame)
@@ -340,22 +278,10 @@ class Link:
         elif kind in ("member_joined", "member_left") and self.on_member is not None:
             event_kind: Literal["joined", "left"] = "joined" if kind == "member_joined" else "left"
             self.on_member(MemberEvent(event_kind, frame["channel"], frame["user"], frame["meta"]))
-        future = self._pending.get(frame.get("id", -1)) if "id" in frame else None
-        if future is None and kind == "error" and frame.get("code") == "too_large":
-            future = self._largest_pending()
-        if future is not None and not future.done():
-            future.set_result(frame)
-        elif kind == "error":
+        if not self._replies.answer(frame) and kind == "error":
             log.warning("error from %s: %s %s", self.url, frame.get("code"), frame.get("message"))
 
     # --- internals -------------------------------------------------------------------------
-
-    def _largest_pending(self) -> asyncio.Future[Frame] | None:
-        """The request a ``too_large`` without an id answers: the server did not read a frame
-        over its limit, so it could not copy the id; the largest frame waiting is the one."""
-        if not self._sizes:
-            return None
-        return self._pending.get(max(self._sizes, key=self._sizes.__getitem__))
 
     def _end(self, stopped: Stopped | None) -> None:
         """The link is gone for good: fail what waits, end every stream, say why."""
@@ -364,7 +290,7 @@ class Link:
         if stopped is not None:
             self.stopped = stopped
             log.log(logging.INFO if stopped.code == 1000 else logging.WARNING, "%s", stopped)
-        self._fail_pending(stopped or ConnectionLost("client closed"))
+        self._replies.fail(stopped or ConnectionLost("client closed"))
         for queue in self._all_queues():
             queue.put_nowait(END)
         self._set_state("closed")
@@ -376,12 +302,6 @@ class Link:
             self.state = state
             if self.on_state is not None:
                 self.on_state(state)
-
-    def _fail_pending(self, exc: BaseException) -> None:
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(exc)
-        self._pending.clear()
 
     def _all_queues(self) -> list[asyncio.Queue[Any]]:
         return [q for ch in self._channels.values() for q in ch.queues] + self._directs

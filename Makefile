@@ -34,6 +34,11 @@ COMPILE     = $(UV) pip compile pyproject.toml --universal --python-version 3.11
 	--generate-hashes --quiet $(LOCK_ARGS)
 
 SOURCES := wshub tests benchmarks examples
+
+# Most tests wait on real processes and sockets, so two pytest-xdist workers fill the two cores.
+# A module stays on one worker (loadfile): its shared server and its timed tests stay together.
+# PARALLEL= runs everything in one process.
+PARALLEL ?= -n 2 --dist loadfile
 JS_CLIENT := tests/js/client
 
 .PHONY: serve test test-fast test-lowest lint typecheck lock format system-deps screenshots \
@@ -93,12 +98,12 @@ typecheck: $(STAMP)
 # subprocess servers included), then the transport and Redis broker tests on the lowest dependencies.
 test: lint typecheck system-deps $(JS_CLIENT)/node_modules/.package-lock.json
 	rm -f .coverage .coverage.*
-	$(PY) -m pytest -q --cov --cov-report=term
+	$(PY) -m pytest -q $(PARALLEL) --cov --cov-report=term
 	$(MAKE) --no-print-directory test-lowest
 
 # For iterating: the same checks without coverage and without the tests marked slow.
 test-fast: lint typecheck system-deps $(JS_CLIENT)/node_modules/.package-lock.json
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q $(PARALLEL) -m "not slow"
 
 test-lowest: $(LOW_STAMP) system-deps
 	@# Else wshub would fall back to the ASGI path and the fast-path tests would test that.

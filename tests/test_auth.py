@@ -30,7 +30,8 @@ SECRET = "a-test-secret-long-enough-for-hs256-and-for-hs512-which-wants-64-bytes
 ORIGIN = "https://chat.example.com"
 
 
-def claims(user: str | None = "alice", ttl: float = 600, **extra: Any) -> dict[str, Any]:
+# An hour: the parametrized tokens are made at collection and must outlive the whole run.
+def claims(user: str | None = "alice", ttl: float = 3600, **extra: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"exp": int(time.time() + ttl), **extra}
     if user is not None:
         out["sub"] = user
@@ -120,7 +121,7 @@ def rs_server(
         (hs256({**claims(), "sub": 42}), "Subject must be a string"),
         (hs256(claims(join="chat:*")), '"join"'),
         (hs256(claims(publish=[1])), '"publish"'),
-        (hs256(claims(nbf=int(time.time()) + 60)), "not yet valid"),
+        (hs256(claims(ttl=7200, nbf=int(time.time()) + 3600)), "not yet valid"),
         (hs256(claims(aud="another-service")), "audience"),
     ],
     ids=[

@@ -90,7 +90,8 @@ async def test_listen_disconnected_through_the_api_stops_with_a_message(
 
 async def test_listen_with_an_expiring_token_stops_saying_so(make_server: ServerFactory) -> None:
     node = make_server("--jwt-secret", SECRET)
-    token = mint_token(SECRET, "tim", ["cli:*"], ttl=2)
+    # Long enough for the CLI to start and connect on a loaded machine, then it expires.
+    token = mint_token(SECRET, "tim", ["cli:*"], ttl=5)
     listener = await start("listen", "cli:exp", "--url", node.url, "--token", token)
     code, _, err = await finish(listener)
     line = one_line_error((code, err))

@@ -88,14 +88,15 @@ async def test_slow_consumer_is_cut_off_while_a_fast_one_gets_everything(
                     fast_got.append(frame)
 
         reader = asyncio.create_task(read_fast())
-        watching = asyncio.create_task(wait_for_member_left(watcher, "slow", timeout=30))
-        await publish_all(pub, channel, 6000)
-        await asyncio.gather(reader, watching)
-        assert [m["data"][0] for m in fast_got] == list(range(6000))
-        assert [m["offset"] for m in fast_got] == list(range(1, 6001))
-        # ``slow`` reads again: what was flushed before the cut, then the 4008 close.
+        publishing = asyncio.create_task(publish_all(pub, channel, 6000))
+        await wait_for_member_left(watcher, "slow", timeout=30)
+        # ``slow`` reads again as soon as it is cut off (the node waits 5 s for the reply to its
+        # close, however long the rest takes): what was flushed before the cut, then 4008.
         slow.ws.transport.resume_reading()
         received, closed = await read_until_closed(slow)
+        await asyncio.gather(publishing, reader)
+        assert [m["data"][0] for m in fast_got] == list(range(6000))
+        assert [m["offset"] for m in fast_got] == list(range(1, 6001))
         assert closed.rcvd is not None
         assert closed.rcvd.code == 4008
         assert received < 6000

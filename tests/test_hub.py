@@ -354,8 +354,8 @@ async def test_channels_and_disconnect_through_the_broker(hub: Hub) -> None:
     for p in (a, b, b2):
         await p.say({"type": "join", "channel": "room"})
     await a.say({"type": "join", "channel": "other"})
-    assert await hub.broker.channels() == {"room": 3, "other": 1}
-    await hub.broker.disconnect("b")
+    assert await hub.ops.channels() == {"room": 3, "other": 1}
+    await hub.ops.kick("b")
     await settle()
     assert b.link.closed == (1008, "disconnected by the server")
     assert b2.link.closed == (1008, "disconnected by the server")

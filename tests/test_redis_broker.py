@@ -44,7 +44,7 @@ class Sink:
     def deliver_direct(self, user: str, frame: str) -> None:
         pass
 
-    def deliver_disconnect(self, user: str) -> None:
+    def deliver_kick(self, user: str) -> None:
         pass
 
     def resync(self) -> None:

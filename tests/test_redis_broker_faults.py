@@ -37,7 +37,7 @@ class Recorder(Sink):
     def deliver_direct(self, user: str, frame: str) -> None:
         self.seen.append(("direct", f"{user} {frame}"))
 
-    def deliver_disconnect(self, user: str) -> None:
+    def deliver_kick(self, user: str) -> None:
         self.seen.append(("disconnect", user))
 
 
@@ -79,7 +79,7 @@ async def test_direct_sends_and_disconnects_reach_only_a_watching_node(
     async with broker(redis.url, sink) as a, broker(redis.url) as b:
         await a.watch("ann")
         await b.send("ann", '{"type":"message"}')
-        await b.disconnect("ann")
+        await b.kick("ann")
         await until(lambda: len(sink.seen) == 2)
         assert sink.seen == [("direct", 'ann {"type":"message"}'), ("disconnect", "ann")]
         await a.unwatch("ann")

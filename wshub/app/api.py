@@ -253,7 +253,7 @@ def build_api(hub: Hub, api_key: str) -> APIRouter:
     async def channels() -> ChannelsReply:
         """Channels with at least one joined connection, cluster-wide, by name."""
         try:
-            counts = await hub.broker.channels()
+            counts = await hub.ops.channels()
         except BrokerUnavailable:
             raise _unavailable() from None
         return ChannelsReply(
@@ -319,7 +319,7 @@ def build_api(hub: Hub, api_key: str) -> APIRouter:
     async def disconnect(body: DisconnectRequest) -> None:
         """Close every connection of a user on every node, with close code 1008."""
         try:
-            await hub.broker.disconnect(body.user)
+            await hub.ops.kick(body.user)
         except BrokerUnavailable:
             raise _unavailable() from None
 

@@ -98,7 +98,7 @@ async def sample_queues(hub: Hub, started: float, every: float = 1.0) -> None:
                 last_shared = now
                 stats = json.dumps(node_stats(hub, started, queues)).encode()
                 with contextlib.suppress(BrokerUnavailable):
-                    await hub.broker.share_stats(hub.node, stats, 3 * SHARE_SECONDS)
+                    await hub.ops.share_stats(hub.node, stats, 3 * SHARE_SECONDS)
         except Exception:  # the gauges must keep going: log, and sample again next time
             log.exception("sampling the dashboard's figures failed")
         await asyncio.sleep(every)
@@ -125,8 +125,8 @@ def admin_router(hub: Hub, api_key: str | None) -> APIRouter:
         queues = hub.metrics.sample_queues(hub.queue_depths())
         here = node_stats(hub, started, queues)
         try:
-            channels = await hub.broker.channels()
-            shared = [json.loads(raw) for raw in await hub.broker.cluster_stats()]
+            channels = await hub.ops.channels()
+            shared = [json.loads(raw) for raw in await hub.ops.cluster_stats()]
         except BrokerUnavailable:
             channels, shared = {}, []
         # This node's own figures are always fresh; the others' are at most a period old.

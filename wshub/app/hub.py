@@ -11,7 +11,7 @@ import secrets
 from typing import TYPE_CHECKING
 
 from wshub.app.metrics import HubMetrics
-from wshub.brokers import Broker, create_broker
+from wshub.brokers import BrokerOps, FullBroker, create_broker
 from wshub.core.hooks import Authorize, OnConnect, OnDisconnect, OnPublish
 from wshub.core.hub import HubCore
 from wshub.model.config import Settings
@@ -30,14 +30,15 @@ class Hub(HubCore):
     >>> app.include_router(hub.router)                 # doctest: +SKIP
     >>> await hub.publish("orders:42", {"status": "shipped"})  # doctest: +SKIP
 
-    ``broker`` is a URL (``memory://``, ``redis://...``) or a broker object.
+    ``broker`` is a URL (``memory://``, ``redis://...``) or a broker object that implements
+    both :class:`~wshub.brokers.Broker` and :class:`~wshub.brokers.BrokerOps`.
     """
 
     metrics: HubMetrics
 
     def __init__(
         self,
-        broker: str | Broker = "memory://",
+        broker: str | FullBroker = "memory://",
         settings: Settings | None = None,
         *,
         authorize: Authorize | None = None,
@@ -51,8 +52,12 @@ class Hub(HubCore):
         # built by hand) names the node in the cluster's presence, so welcome says the same.
         node = getattr(broker, "node", None) or secrets.token_hex(4)
         self.broker_url = broker if isinstance(broker, str) else type(broker).__name__
+        full = create_broker(broker, settings, node) if isinstance(broker, str) else broker
+        self.ops: BrokerOps = full
+        """The broker's operations and statistics, for ``/api`` and ``/admin``; the core is
+        given only its delivery (``self.broker``)."""
         super().__init__(
-            create_broker(broker, settings, node) if isinstance(broker, str) else broker,
+            full,
             settings,
             node=node,
             metrics=HubMetrics(),

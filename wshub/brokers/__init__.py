@@ -4,14 +4,24 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from wshub.brokers.base import Broker, BrokerSink, BrokerTimeout, BrokerUnavailable, Member
+from wshub.brokers.base import (
+    Broker,
+    BrokerOps,
+    BrokerSink,
+    BrokerTimeout,
+    BrokerUnavailable,
+    FullBroker,
+    Member,
+)
 from wshub.model.config import Settings
 
 __all__ = [
     "Broker",
+    "BrokerOps",
     "BrokerSink",
     "BrokerTimeout",
     "BrokerUnavailable",
+    "FullBroker",
     "Member",
     "create_broker",
     "is_shared",
@@ -20,7 +30,7 @@ __all__ = [
 SCHEMES = ("memory", "redis", "rediss", "unix")
 
 
-def create_broker(url: str, settings: Settings, node: str | None = None) -> Broker:
+def create_broker(url: str, settings: Settings, node: str | None = None) -> FullBroker:
     """The broker for ``url``: ``memory://`` (one process), or ``redis://HOST:PORT/DB``
     (also ``rediss://`` for TLS, ``redis://:PASSWORD@HOST``, ``unix:///path``)."""
     scheme = urlsplit(url).scheme

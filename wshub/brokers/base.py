@@ -1,8 +1,18 @@
-"""The broker seam: what the hub needs from whatever carries messages between nodes.
+"""The broker seams: what the hub needs to deliver messages between nodes, and what operators
+and dashboards ask of the cluster.
 
-A broker assigns offsets, keeps history and presence, and hands every publication, event and
-direct message to each node's :class:`BrokerSink` exactly once. The hub fans out locally. The
-in-memory broker is one node's whole world; a shared broker (Redis) spans many nodes.
+- :class:`Broker` is delivery: lifecycle, publish and subscribe, history, presence and direct
+  messages. It is all the core (:mod:`wshub.core`) calls.
+- :class:`BrokerOps` is operations and statistics: channel counts, kicking a user, the nodes'
+  shared figures. Only the app's ``/api`` and ``/admin`` call it.
+- :class:`BrokerSink` is what a broker calls back into its node.
+
+A broker assigns offsets, keeps history and presence, and hands each publication, event and
+direct message to the :class:`BrokerSink` of every node that subscribed to it. The hub fans
+out locally. A shared broker's pub/sub may lose deliveries (Redis's is at most once per node):
+a node detects a missing publication by its offset and fills the gap from history, and the
+broker calls :meth:`BrokerSink.resync` after anything that may have lost some. The in-memory
+broker is one node's whole world and loses nothing; a shared broker (Redis) spans many nodes.
 """
 
 from __future__ import annotations
@@ -13,7 +23,15 @@ from typing import Protocol
 from wshub.model.history import Recovery
 from wshub.model.publication import Publication
 
-__all__ = ["Broker", "BrokerSink", "BrokerTimeout", "BrokerUnavailable", "Member"]
+__all__ = [
+    "Broker",
+    "BrokerOps",
+    "BrokerSink",
+    "BrokerTimeout",
+    "BrokerUnavailable",
+    "FullBroker",
+    "Member",
+]
 
 
 class BrokerUnavailable(Exception):
@@ -37,7 +55,8 @@ class BrokerSink(Protocol):
     """What a node exposes to its broker. Called on the event loop; must not block."""
 
     def deliver(self, pub: Publication) -> None:
-        """A publication in a channel this node subscribed to, in offset order."""
+        """A publication in a channel this node subscribed to. Offsets only ever grow within
+        an epoch, but a shared broker may skip some: the node fills the gap from history."""
 
     def deliver_event(self, channel: str, frame: str, exclude_user: str | None) -> None:
         """An ephemeral frame for a channel's subscribers (presence events, plain chat)."""
@@ -45,15 +64,17 @@ class BrokerSink(Protocol):
     def deliver_direct(self, user: str, frame: str) -> None:
         """A frame for every local connection of ``user``."""
 
-    def deliver_disconnect(self, user: str) -> None:
-        """Close every local connection of ``user`` (an operator's decision, cluster-wide)."""
+    def deliver_kick(self, user: str) -> None:
+        """Close every local connection of ``user``: an operator's :meth:`BrokerOps.kick`."""
 
     def resync(self) -> None:
         """Deliveries may have been lost (the broker reconnected): check every channel."""
 
 
 class Broker(Protocol):
-    """The interface every broker implements. Every method may raise BrokerUnavailable."""
+    """Delivery between nodes: every method the core calls. Each may raise BrokerUnavailable."""
+
+    # --- lifecycle
 
     async def start(self, sink: BrokerSink) -> None:
         """Connect, and from now on hand deliveries to ``sink``."""
@@ -64,6 +85,8 @@ class Broker(Protocol):
 
     async def close(self) -> None:
         """Leave the cluster cleanly: this node's presence entries go, connections close."""
+
+    # --- channels: publish, subscribe, history
 
     async def subscribe(self, channel: str) -> None:
         """Start delivering ``channel`` to this node. Deliveries begin before it returns."""
@@ -81,6 +104,9 @@ class Broker(Protocol):
         (offset, epoch and ts; ``data`` is this call's), atomically with respect to every node.
         """
 
+    async def emit(self, channel: str, frame: str, exclude_user: str | None = None) -> None:
+        """Deliver an ephemeral frame to the channel's subscribers on every node."""
+
     async def recover(self, channel: str, offset: int | None, epoch: str | None) -> Recovery:
         """The channel's position and, when knowable, what came after ``offset``."""
 
@@ -89,17 +115,7 @@ class Broker(Protocol):
     ) -> tuple[str, list[Publication]]:
         """The current epoch and a page of history (see ChannelLog.page)."""
 
-    async def watch(self, user: str) -> None:
-        """Start delivering direct messages for ``user`` to this node."""
-
-    async def unwatch(self, user: str) -> None:
-        """Stop delivering direct messages for ``user`` to this node."""
-
-    async def emit(self, channel: str, frame: str, exclude_user: str | None = None) -> None:
-        """Deliver an ephemeral frame to the channel's subscribers on every node."""
-
-    async def send(self, user: str, frame: str) -> None:
-        """Deliver a frame to every connection of ``user`` on every node."""
+    # --- presence
 
     async def presence_add(self, channel: str, user: str, session: str, meta: bytes) -> bool:
         """Record a connection in a channel; True when it is the user's first there."""
@@ -110,14 +126,36 @@ class Broker(Protocol):
     async def presence(self, channel: str) -> list[Member]:
         """Everyone in a channel, cluster-wide."""
 
+    # --- direct messages
+
+    async def watch(self, user: str) -> None:
+        """Start delivering direct messages for ``user`` to this node."""
+
+    async def unwatch(self, user: str) -> None:
+        """Stop delivering direct messages for ``user`` to this node."""
+
+    async def send(self, user: str, frame: str) -> None:
+        """Deliver a frame to every connection of ``user`` on every node."""
+
+
+class BrokerOps(Protocol):
+    """Operations and statistics, for ``/api`` and ``/admin``; the core never calls them.
+    Every method may raise BrokerUnavailable."""
+
     async def channels(self) -> dict[str, int]:
         """Channels with at least one joined connection, and how many, cluster-wide."""
 
-    async def disconnect(self, user: str) -> None:
-        """Close every connection of ``user`` on every node."""
+    async def kick(self, user: str) -> None:
+        """Close every connection of ``user`` on every node (each node's
+        :meth:`BrokerSink.deliver_kick`)."""
 
     async def share_stats(self, node: str, stats: bytes, ttl: float) -> None:
         """Publish this node's figures (JSON) for the dashboards of every node, for ``ttl`` s."""
 
     async def cluster_stats(self) -> list[bytes]:
         """The figures every live node shared, this one's included."""
+
+
+class FullBroker(Broker, BrokerOps, Protocol):
+    """Both seams: what a hub served with ``/api`` and ``/admin`` holds. The built-in brokers
+    (memory and Redis) are full brokers."""

@@ -21,7 +21,8 @@ SWEEP_SECONDS = 60.0
 
 
 class MemoryBroker:
-    """History, presence and delivery for a single node.
+    """History, presence and delivery for a single node: a :class:`~wshub.brokers.base.Broker`
+    and a :class:`~wshub.brokers.base.BrokerOps`.
 
     A channel's position (offset and epoch) outlives its history by ``keep_position``
     seconds of quiet, so a client that saw the last message can resume after a pause. After
@@ -124,9 +125,9 @@ class MemoryBroker:
             for name in self._presence.channels()
         }
 
-    async def disconnect(self, user: str) -> None:
+    async def kick(self, user: str) -> None:
         if self._sink is not None:
-            self._sink.deliver_disconnect(user)
+            self._sink.deliver_kick(user)
 
     async def share_stats(self, node: str, stats: bytes, ttl: float) -> None:
         self._stats = stats  # one node: the only figures there are

@@ -60,7 +60,7 @@ class Delivery:
                 conn.push_frame(shared)
             self._metrics.direct_fanned_out(len(conns))
 
-    def deliver_disconnect(self, user: str) -> None:
+    def deliver_kick(self, user: str) -> None:
         # 1008, not 1000: an operator removed this user, and a client should not come straight
         # back (1008 means "do not reconnect at once").
         for conn in list(self._users.get(user, ())):

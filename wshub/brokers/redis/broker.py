@@ -2,11 +2,12 @@
 
 - A publication is one Lua script: it assigns the channel's next offset, appends the entry to
   the channel's history and publishes it on the channel's pub/sub channel, atomically, so
-  every node sees one offset sequence in one order. Each node receives it once and fans out
-  locally.
-- Pub/sub is at most once. The hub notices a missing offset and fills the gap from history
-  (see ``wshub.core.channel``); after every new pub/sub session this broker asks the hub to check
-  every channel (``wshub.brokers.redis.listener``).
+  every node sees one offset sequence in one order. Each subscribed node receives it and fans
+  out locally.
+- Pub/sub is at most once per node: a node whose subscription broke misses what was published
+  meanwhile. The hub notices a missing offset and fills the gap from history (see
+  ``wshub.core.gaps``); after every new pub/sub session this broker asks the hub to check every
+  channel (``BrokerSink.resync``, from ``wshub.brokers.redis.listener``).
 - Presence lives in hashes, counted per user by scripts that say when a user's first
   connection joins and last one leaves; nodes heartbeat and evict the dead
   (``wshub.brokers.redis.presence``).
@@ -49,6 +50,9 @@ NO_SENDER = b"~"
 
 
 class RedisBroker:
+    """A :class:`~wshub.brokers.base.Broker` and a :class:`~wshub.brokers.base.BrokerOps` over
+    one Redis, shared by every node that names it."""
+
     def __init__(
         self, url: str, settings: Settings, node: str | None = None, prefix: str = "wshub"
     ) -> None:
@@ -208,7 +212,7 @@ class RedisBroker:
         elif tag == b"d":
             sink.deliver_direct(target[1], data[1:].decode())
         elif tag == b"k":
-            sink.deliver_disconnect(target[1])
+            sink.deliver_kick(target[1])
 
     # --- publications and history ---------------------------------------------------------
 
@@ -269,9 +273,6 @@ class RedisBroker:
     async def send(self, user: str, frame: str) -> None:
         await self._call(self._redis.publish(self._user_channel(user), b"d" + frame.encode()))
 
-    async def disconnect(self, user: str) -> None:
-        await self._call(self._redis.publish(self._user_channel(user), b"k"))
-
     # --- presence -------------------------------------------------------------------------
 
     async def presence_add(self, channel: str, user: str, session: str, meta: bytes) -> bool:
@@ -283,8 +284,13 @@ class RedisBroker:
     async def presence(self, channel: str) -> list[Member]:
         return await self._presence.members(channel)
 
+    # --- operations and statistics (BrokerOps) -------------------------------------------
+
     async def channels(self) -> dict[str, int]:
         return await self._presence.channels()
+
+    async def kick(self, user: str) -> None:
+        await self._call(self._redis.publish(self._user_channel(user), b"k"))
 
     async def share_stats(self, node: str, stats: bytes, ttl: float) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -305,6 +311,8 @@ class RedisBroker:
         if gone:  # nodes that stopped sharing: their figures expired
             await self._call(self._redis.srem(index, *gone))
         return [v for v in found if isinstance(v, bytes)]
+
+    # --- liveness -------------------------------------------------------------------------
 
     async def _heartbeat_forever(self) -> None:
         ttl = self.settings.presence_ttl

@@ -1,4 +1,4 @@
-"""JWT auth and origins against real ``wshub serve`` processes (PROTOCOL.md "Auth")."""
+"""JWT auth and origins against real ``wshub serve`` processes (docs/protocol.md "Auth")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Limits refuse the way PROTOCOL.md says, over real sockets."""
+"""Limits refuse the way docs/protocol.md says, over real sockets."""
 
 from __future__ import annotations
 

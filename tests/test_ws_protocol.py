@@ -1,4 +1,4 @@
-"""PROTOCOL.md over real sockets, against a real `wshub serve`, with the `websockets` client."""
+"""docs/protocol.md over real sockets, against a real `wshub serve`, with the websockets client."""
 
 from __future__ import annotations
 

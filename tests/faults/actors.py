@@ -1,5 +1,5 @@
 """Clients that keep the books: a publisher that knows what was acknowledged, subscribers
-that check the order of what they receive and resume the way PROTOCOL.md says a client does.
+that check the order of what they receive and resume the way docs/protocol.md says a client does.
 Both are on the `websockets` library, not on wshub's own client."""
 
 from __future__ import annotations

@@ -207,7 +207,7 @@ class _Endpoint:
 
 
 class ProtocolEndpoint(_Endpoint):
-    """``/ws``: the JSON protocol of PROTOCOL.md."""
+    """``/ws``: the JSON protocol of docs/protocol.md."""
 
     async def opened(self, conn: Connection) -> None:
         await self.hub.watch_direct(conn)

@@ -49,7 +49,7 @@ class Dialect:
     keepalive: tuple[str, str] = ("", "")
 
 
-#: wshub's own protocol (``PROTOCOL.md``): ``welcome``, then ``join`` answered by ``joined``,
+#: wshub's own protocol (``docs/protocol.md``): ``welcome``, then ``join`` answered by ``joined``,
 #: then ``message`` frames. Receivers share one user id, so joins cause no ``member_joined``
 #: fan-out between receivers (N joins would otherwise send N²/2 presence frames).
 WSHUB = Dialect(

@@ -6,7 +6,7 @@ names any other algorithm, ``none`` included, is rejected before its signature i
 which is what closes the classic HS/RS confusion (an attacker signing HS256 with the server's
 public key as the HMAC secret).
 
-Claims (PROTOCOL.md "Auth"): ``sub`` is the user id and is required; ``exp`` ends the token
+Claims (docs/protocol.md "Auth"): ``sub`` is the user id and is required; ``exp`` ends the token
 (and the connection, at that moment); ``join`` and ``publish`` are lists of channel patterns.
 """
 

@@ -62,6 +62,6 @@ class Delivery:
 
     def deliver_kick(self, user: str) -> None:
         # 1008, not 1000: an operator removed this user, and a client should not come straight
-        # back (1008 means "do not reconnect at once").
+        # back (docs/protocol.md, "Close codes": on 1008 a client does not reconnect by itself).
         for conn in list(self._users.get(user, ())):
             conn.close(CloseCode.POLICY_VIOLATION, "disconnected by the server")

@@ -1,8 +1,8 @@
 """Serving a protocol client's text frames: limits, decoding, permissions, then the work.
 
 :meth:`FrameHandler.handle_text` never raises for bad input: every refusal is an ``error``
-frame with the code PROTOCOL.md names, and the connection goes on (a flood past its rate is
-the one exception: 1008). Each frame's broker calls are bounded by its deadline (see
+frame with the code docs/protocol.md names, and the connection goes on (a flood past its rate
+is the one exception: 1008). Each frame's broker calls are bounded by its deadline (see
 :mod:`wshub.core.serving`).
 """
 

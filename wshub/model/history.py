@@ -49,7 +49,7 @@ def recover(
     """What a ``join`` with ``since`` gets, given what a channel still keeps.
 
     ``kept`` is the retained history, oldest first, already cut to its size and TTL. The rules
-    are PROTOCOL.md's: recovered only when nothing after ``offset`` has been evicted.
+    are docs/protocol.md's: recovered only when nothing after ``offset`` has been evicted.
     """
     if offset is None or since_epoch != epoch or offset > top:
         return Recovery(top, epoch, False)

@@ -57,7 +57,7 @@ export function defaultUrl(loc = window.location) {
   return `${loc.protocol === "https:" ? "wss" : "ws"}://${loc.host}/ws`;
 }
 
-/** What the client does after a close with `code` (PROTOCOL.md, "client does"):
+/** What the client does after a close with `code` (docs/protocol.md, "client does"):
  * "stop" (report it, no reconnect), "token" (ask the application for a new token, then
  * reconnect; stop without one) or "reconnect" (backoff with jitter, then join with since).
  * Codes the protocol does not list: the ones that say the client itself is wrong (1002,

@@ -110,6 +110,9 @@ class ChannelsReply(BaseModel):
 
 
 class Member(BaseModel):
+    """A user in the channel: their latest join's `meta`, and how many of their connections
+    joined. The same object as the `members` of a WebSocket `presence` reply."""
+
     user: str
     meta: JsonValue
     connections: int

@@ -11,7 +11,7 @@ from wshub.brokers.base import (
     BrokerTimeout,
     BrokerUnavailable,
     FullBroker,
-    Member,
+    PresentUser,
 )
 from wshub.model.config import Settings
 
@@ -22,7 +22,7 @@ __all__ = [
     "BrokerTimeout",
     "BrokerUnavailable",
     "FullBroker",
-    "Member",
+    "PresentUser",
     "create_broker",
     "is_shared",
 ]

@@ -30,7 +30,7 @@ __all__ = [
     "BrokerTimeout",
     "BrokerUnavailable",
     "FullBroker",
-    "Member",
+    "PresentUser",
 ]
 
 
@@ -43,8 +43,9 @@ class BrokerTimeout(BrokerUnavailable):
 
 
 @dataclass(frozen=True, slots=True)
-class Member:
-    """One user present in a channel, cluster-wide."""
+class PresentUser:
+    """One user present in a channel, cluster-wide: their latest join's ``meta`` (raw JSON)
+    and how many of their connections joined. The hub sends it as a ``protocol.Member``."""
 
     user: str
     meta: bytes
@@ -123,7 +124,7 @@ class Broker(Protocol):
     async def presence_remove(self, channel: str, user: str, session: str) -> bytes | None:
         """Remove a connection; the user's meta when it was their last one there."""
 
-    async def presence(self, channel: str) -> list[Member]:
+    async def presence(self, channel: str) -> list[PresentUser]:
         """Everyone in a channel, cluster-wide."""
 
     # --- direct messages

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import time
 
-from wshub.brokers.base import BrokerSink, Member
+from wshub.brokers.base import BrokerSink, PresentUser
 from wshub.model.history import ChannelLogs, Recovery
 from wshub.model.presence import PresenceTable
 from wshub.model.publication import Publication
@@ -116,8 +116,10 @@ class MemoryBroker:
     async def presence_remove(self, channel: str, user: str, session: str) -> bytes | None:
         return self._presence.remove(channel, user, session)
 
-    async def presence(self, channel: str) -> list[Member]:
-        return [Member(m.user, m.meta, len(m.sessions)) for m in self._presence.members(channel)]
+    async def presence(self, channel: str) -> list[PresentUser]:
+        return [
+            PresentUser(m.user, m.meta, len(m.sessions)) for m in self._presence.members(channel)
+        ]
 
     async def channels(self) -> dict[str, int]:
         return {

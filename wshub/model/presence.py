@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["MemberInfo", "PresenceTable"]
+__all__ = ["PresenceEntry", "PresenceTable"]
 
 
 @dataclass(slots=True)
-class MemberInfo:
+class PresenceEntry:
+    """One user in one channel of a :class:`PresenceTable`: their connections there."""
+
     user: str
     meta: bytes
     """Raw JSON, from the user's most recent join."""
@@ -23,14 +25,14 @@ class PresenceTable:
     __slots__ = ("_channels",)
 
     def __init__(self) -> None:
-        self._channels: dict[str, dict[str, MemberInfo]] = {}
+        self._channels: dict[str, dict[str, PresenceEntry]] = {}
 
     def add(self, channel: str, user: str, session: str, meta: bytes) -> bool:
         """Record a join; True when it is the user's first connection in the channel."""
         members = self._channels.setdefault(channel, {})
         info = members.get(user)
         if info is None:
-            members[user] = MemberInfo(user, meta, {session})
+            members[user] = PresenceEntry(user, meta, {session})
             return True
         info.meta = meta
         info.sessions.add(session)
@@ -52,7 +54,7 @@ class PresenceTable:
             del self._channels[channel]
         return info.meta
 
-    def members(self, channel: str) -> list[MemberInfo]:
+    def members(self, channel: str) -> list[PresenceEntry]:
         return list(self._channels.get(channel, {}).values())
 
     def channels(self) -> list[str]:

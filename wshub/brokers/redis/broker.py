@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 
-from wshub.brokers.base import BrokerSink, BrokerTimeout, BrokerUnavailable, Member
+from wshub.brokers.base import BrokerSink, BrokerTimeout, BrokerUnavailable, PresentUser
 from wshub.brokers.redis.link import POOL_SIZE, ReplyLost, command_client, pubsub_client
 from wshub.brokers.redis.listener import Listener
 from wshub.brokers.redis.presence import RedisPresence
@@ -281,7 +281,7 @@ class RedisBroker:
     async def presence_remove(self, channel: str, user: str, session: str) -> bytes | None:
         return await self._presence.remove(channel, user, session)
 
-    async def presence(self, channel: str) -> list[Member]:
+    async def presence(self, channel: str) -> list[PresentUser]:
         return await self._presence.members(channel)
 
     # --- operations and statistics (BrokerOps) -------------------------------------------

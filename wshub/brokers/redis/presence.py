@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from msgspec import Raw
 
 from wshub import protocol
-from wshub.brokers.base import Member
+from wshub.brokers.base import PresentUser
 from wshub.brokers.redis.scripts import EVICT, HEARTBEAT, PRESENCE_ADD, PRESENCE_REMOVE
 from wshub.model.config import Settings
 
@@ -103,13 +103,13 @@ class RedisPresence:
         )
         return meta
 
-    async def members(self, channel: str) -> list[Member]:
+    async def members(self, channel: str) -> list[PresentUser]:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hgetall(self._key(channel, "users"))
             pipe.hgetall(self._key(channel, "umeta"))
             users, metas = await self.call(pipe.execute())
         return [
-            Member(user.decode(), metas.get(user, b"null"), int(count))
+            PresentUser(user.decode(), metas.get(user, b"null"), int(count))
             for user, count in sorted(users.items())
         ]
 

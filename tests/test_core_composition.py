@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from tests.test_hub import FakeLink, settle
+from tests.test_hub import FakeSocket, settle
 from wshub import Hub, Settings
 from wshub.brokers.memory import MemoryBroker
 from wshub.brokers.redis import RedisBroker
@@ -25,7 +25,7 @@ async def test_a_core_with_its_defaults_serves_joins_and_publications() -> None:
     try:
         assert core.admit("ann") is None
         assert core.admit("bob") is Refused.NODE_FULL
-        link = FakeLink()
+        link = FakeSocket()
         conn = core.connect("ann", link)
         assert isinstance(conn, AsgiConnection)
         await core.greet(conn)
@@ -78,7 +78,7 @@ class _FastPath:
         pass
 
 
-class _FastLink(FakeLink):
+class _FastSocket(FakeSocket):
     def __init__(self) -> None:
         super().__init__()
         self.fast = _FastPath()  # type: ignore[assignment]
@@ -89,11 +89,11 @@ async def test_writers_take_the_fast_path_where_the_link_offers_it_and_it_is_on(
         raise AssertionError("no overflow expected")
 
     on, off = Writers(enabled=True), Writers(enabled=False)
-    fast = on("s1", "ann", _FastLink(), 8, overflow)
+    fast = on("s1", "ann", _FastSocket(), 8, overflow)
     assert isinstance(fast, DirectConnection)
-    assert isinstance(on("s2", "ann", FakeLink(), 8, overflow), AsgiConnection)
-    assert isinstance(off("s3", "ann", _FastLink(), 8, overflow), AsgiConnection)
-    link = _FastLink()
+    assert isinstance(on("s2", "ann", FakeSocket(), 8, overflow), AsgiConnection)
+    assert isinstance(off("s3", "ann", _FastSocket(), 8, overflow), AsgiConnection)
+    link = _FastSocket()
     conn = on("s4", "ann", link, 8, overflow)
     conn.start()
     conn.push("hello")

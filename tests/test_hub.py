@@ -19,7 +19,7 @@ from wshub.protocol.wire import Frame
 from wshub.transport.handshake import refusal_for
 
 
-class FakeLink:
+class FakeSocket:
     """Records what a connection writes; ``gate`` cleared means the peer stopped reading."""
 
     fast = None  # the ASGI path; tests/test_fast_path.py covers the other one
@@ -53,7 +53,7 @@ async def settle() -> None:
 class Peer:
     def __init__(self, hub: Hub, user: str, **connect: Any) -> None:
         self.hub = hub
-        self.link = FakeLink()
+        self.link = FakeSocket()
         self.conn: Connection = hub.connect(user, self.link, **connect)
 
     async def say(self, frame: dict[str, Any] | str) -> dict[str, Any]:
@@ -466,7 +466,7 @@ async def test_connection_permissions_and_authorize_must_both_agree() -> None:
 
 
 async def test_expiry_closes_with_4001_and_later_frames_are_not_served(hub: Hub) -> None:
-    link = FakeLink()
+    link = FakeSocket()
     conn = hub.connect("ann", link, expires=time.time() + 0.05)
     deadline = time.monotonic() + 5
     while link.closed is None:
@@ -482,7 +482,7 @@ async def test_expiry_closes_with_4001_and_later_frames_are_not_served(hub: Hub)
 
 
 async def test_expiry_timer_is_cancelled_on_disconnect(hub: Hub) -> None:
-    link, witness = FakeLink(), FakeLink()
+    link, witness = FakeSocket(), FakeSocket()
     expires = time.time() + 0.1
     conn = hub.connect("ann", link, expires=expires)
     other = hub.connect("bob", witness, expires=expires)  # its timer fires: so would ann's
@@ -545,7 +545,7 @@ async def test_connect_hooks_run_once_and_their_failures_are_contained(
     hub = Hub("memory://", on_connect=on_connect, on_disconnect=on_disconnect)
     await hub.start()
     try:
-        link = FakeLink()
+        link = FakeSocket()
         conn = hub.connect("ann", link)
         with caplog.at_level("ERROR"):
             await hub.greet(conn)

@@ -183,7 +183,7 @@ async def test_a_frame_larger_than_the_budget_still_reaches_a_reader_that_keeps_
     assert not conn.closed
 
 
-class InstantLink:
+class InstantSocket:
     """An ASGI server's send that never waits: the peer reads everything at once."""
 
     fast = None
@@ -202,14 +202,14 @@ class InstantLink:
     def drop(self, code: int, reason: str) -> None: ...
 
 
-def asgi_connection(link: InstantLink, dropped: list[Connection]) -> AsgiConnection:
+def asgi_connection(link: InstantSocket, dropped: list[Connection]) -> AsgiConnection:
     conn = AsgiConnection("s", "ann", link, 100, dropped.append, queue_bytes=10_000)
     conn.start()
     return conn
 
 
 async def test_the_asgi_paths_own_backlog_is_not_a_slow_consumer() -> None:
-    link, dropped = InstantLink(), list[Connection]()
+    link, dropped = InstantSocket(), list[Connection]()
     conn = asgi_connection(link, dropped)
     for i in range(300):  # one busy tick: the writer has had no CPU yet
         conn.push(f"m{i}")
@@ -219,7 +219,7 @@ async def test_the_asgi_paths_own_backlog_is_not_a_slow_consumer() -> None:
 
 
 async def test_the_asgi_path_cuts_off_a_reader_that_blocks_its_writer() -> None:
-    link, dropped = InstantLink(), list[Connection]()
+    link, dropped = InstantSocket(), list[Connection]()
     conn = asgi_connection(link, dropped)
     conn.push("block")
     await until(lambda: link.sent == ["block"])

@@ -29,7 +29,7 @@ from wshub.transport.handshake import Handshake, Refusal, refusal_for
 if TYPE_CHECKING:
     from wshub.app.hub import Hub
 
-__all__ = ["AsgiLink", "Receive", "Scope", "Send", "build_router", "peer_of", "refuse"]
+__all__ = ["AsgiSocket", "Receive", "Scope", "Send", "build_router", "peer_of", "refuse"]
 
 log = logging.getLogger("wshub.app.server")  # the server's log, as it always was
 
@@ -49,7 +49,7 @@ FAST = "wshub.fast"
 _background: set[asyncio.Task[Any]] = set()
 
 
-class AsgiLink:
+class AsgiSocket:
     """A connection's transport through the standard ASGI WebSocket messages."""
 
     __slots__ = ("_close_now", "_close_timeout", "_send", "fast")
@@ -170,7 +170,7 @@ class _Endpoint:
             await send({"type": "websocket.accept"})
             conn = hub.connect(
                 identity.user,
-                AsgiLink(scope, send, hub.settings.close_timeout),
+                AsgiSocket(scope, send, hub.settings.close_timeout),
                 self.kind,
                 permissions=identity.permissions,
                 expires=identity.expires,

@@ -17,11 +17,11 @@ from wshub import __version__
 from wshub.app import api_docs, metrics
 from wshub.app.dashboard import admin_router
 from wshub.app.hub import Hub
-from wshub.app.routes import AsgiLink, build_router
+from wshub.app.routes import AsgiSocket, build_router
 from wshub.protocol import asyncapi
 from wshub.transport.handshake import Handshake
 
-__all__ = ["AsgiLink", "build_router", "create_app"]
+__all__ = ["AsgiSocket", "build_router", "create_app"]
 
 STATIC: Final = Path(__file__).resolve().parent.parent / "static"
 """The browser client, the chat page, the dashboard and the AsyncAPI page: no build step."""

@@ -35,7 +35,7 @@ from wshub.model.config import MIB
 from wshub.protocol import CloseCode
 from wshub.protocol.wire import Frame
 
-__all__ = ["AsgiConnection", "Connection", "ConnectionFactory", "FastPath", "Link"]
+__all__ = ["AsgiConnection", "Connection", "ConnectionFactory", "FastPath", "Socket"]
 
 log = logging.getLogger("wshub.core.connection")
 
@@ -60,8 +60,9 @@ class FastPath(Protocol):
         """Ask ``allow`` before answering each WebSocket ping: False means no pong."""
 
 
-class Link(Protocol):
-    """The transport under a connection, as the server adapts it (ASGI, or a test double)."""
+class Socket(Protocol):
+    """A connection's WebSocket, as the server adapts it (ASGI, or a test double): the only
+    thing a :class:`Connection` writes to."""
 
     @property
     def fast(self) -> FastPath | None:
@@ -79,7 +80,7 @@ class Link(Protocol):
 
 
 class ConnectionFactory(Protocol):
-    """Builds the connection for a link, with the writer that suits its transport.
+    """Builds the connection for a socket, with the writer that suits its transport.
 
     The hub is given one by whoever composes it: :class:`AsgiConnection` itself works under
     any ASGI server; ``wshub.transport.direct.Writers`` picks the fast path where the server
@@ -90,7 +91,7 @@ class ConnectionFactory(Protocol):
         self,
         session: str,
         user: str,
-        link: Link,
+        socket: Socket,
         queue_size: int,
         on_overflow: Callable[[Connection], None],
         rate: RateLimiter | None = None,
@@ -115,10 +116,10 @@ class Connection:
         "_dropped",
         "_ended",
         "_expiry",
-        "_link",
         "_on_overflow",
         "_queue_bytes",
         "_queue_size",
+        "_socket",
         "channels",
         "close_code",
         "closed",
@@ -135,7 +136,7 @@ class Connection:
         self,
         session: str,
         user: str,
-        link: Link,
+        socket: Socket,
         queue_size: int,
         on_overflow: Callable[[Connection], None],
         rate: RateLimiter | None = None,
@@ -156,7 +157,7 @@ class Connection:
         self.peer = peer
         """The client's address as the server saw it, for the log."""
         self.opened = time.monotonic()
-        self._link = link
+        self._socket = socket
         self._queue_size = queue_size
         self._queue_bytes = queue_bytes
         self._bytes = 0
@@ -238,7 +239,7 @@ class Connection:
             self.closed = True
             self._cancel_expiry()
             self._discard()
-        self._link.drop(code, reason)
+        self._socket.drop(code, reason)
 
     async def stop(self) -> None:
         """Release the connection once it is over; safe to call more than once."""
@@ -250,7 +251,7 @@ class Connection:
 
     def _watch_pings(self) -> None:
         """Make the client's WebSocket pings take tokens from its rate limit too."""
-        fast = self._link.fast
+        fast = self._socket.fast
         if fast is not None and self.rate is not None:
             fast.on_ping(self._ping_allowed)
 
@@ -343,7 +344,7 @@ class AsgiConnection(Connection):
     def _begin_close(self) -> None:
         if self._writer is None:  # never started: nothing queued can be flushed
             self.closed = True
-            self._link.drop(*(self._closing or (CloseCode.NORMAL, "")))
+            self._socket.drop(*(self._closing or (CloseCode.NORMAL, "")))
         else:
             self._wake_writer()
 
@@ -363,7 +364,7 @@ class AsgiConnection(Connection):
 
     async def _write_loop(self) -> None:
         queue = self._queue
-        send = self._link.send_text
+        send = self._socket.send_text
         loop = asyncio.get_running_loop()
         try:
             while True:
@@ -379,7 +380,7 @@ class AsgiConnection(Connection):
                 await self._wake
             code, reason = self._closing
             self.closed = True
-            await self._link.close(code, reason)
+            await self._socket.close(code, reason)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the peer went away mid-write; the reader will notice

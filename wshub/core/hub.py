@@ -26,7 +26,7 @@ from typing import Any
 from wshub.brokers.base import Broker
 from wshub.core.admission import Admission, Refused
 from wshub.core.clock import Clock
-from wshub.core.connection import AsgiConnection, Connection, ConnectionFactory, Link
+from wshub.core.connection import AsgiConnection, Connection, ConnectionFactory, Socket
 from wshub.core.delivery import Delivery
 from wshub.core.handling import FrameHandler
 from wshub.core.hooks import Authorize, Hooks, OnConnect, OnDisconnect, OnPublish
@@ -175,7 +175,7 @@ class HubCore:
     def connect(
         self,
         user: str,
-        link: Link,
+        socket: Socket,
         kind: str = "ws",
         *,
         permissions: Permissions | None = None,
@@ -188,7 +188,7 @@ class HubCore:
         the Unix epoch) closes it with 4001 at that moment, when its token ends; ``peer`` is
         the client's address, for the log.
         """
-        return self._registry.connect(user, link, kind, permissions, expires, peer)
+        return self._registry.connect(user, socket, kind, permissions, expires, peer)
 
     async def watch_direct(self, conn: Connection) -> None:
         """Make sure direct messages for the connection's user reach this node."""

@@ -16,7 +16,7 @@ from typing import Any
 from wshub import __version__, protocol
 from wshub.brokers.base import Broker, BrokerUnavailable
 from wshub.core.clock import Clock
-from wshub.core.connection import Connection, ConnectionFactory, Link
+from wshub.core.connection import Connection, ConnectionFactory, Socket
 from wshub.core.hooks import Hooks
 from wshub.core.metrics import Metrics
 from wshub.core.permissions import Permissions
@@ -91,7 +91,7 @@ class Registry:
     def connect(
         self,
         user: str,
-        link: Link,
+        socket: Socket,
         kind: str,
         permissions: Permissions | None,
         expires: float | None,
@@ -107,7 +107,7 @@ class Registry:
         conn = self._writers(
             session,
             user,
-            link,
+            socket,
             s.queue_size,
             self._overflowed,
             rate,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from wshub.core.connection import AsgiConnection, Connection, FastPath, Link
+from wshub.core.connection import AsgiConnection, Connection, FastPath, Socket
 from wshub.core.permissions import Permissions
 from wshub.core.ratelimit import RateLimiter
 from wshub.model.config import MIB
@@ -132,7 +132,7 @@ class DirectConnection(Connection):
         if self._closing is not None:
             self.closed = True
             self._fast.on_writable(None)
-            task = asyncio.ensure_future(self._link.close(*self._closing))
+            task = asyncio.ensure_future(self._socket.close(*self._closing))
             _closing_tasks.add(task)
             task.add_done_callback(_forget)
 
@@ -190,7 +190,7 @@ class Writers:
         self,
         session: str,
         user: str,
-        link: Link,
+        socket: Socket,
         queue_size: int,
         on_overflow: Callable[[Connection], None],
         rate: RateLimiter | None = None,
@@ -200,8 +200,8 @@ class Writers:
         peer: str = "",
         queue_bytes: int = MIB,
     ) -> Connection:
-        args = (session, user, link, queue_size, on_overflow, rate, kind, permissions)
-        fast = link.fast
+        args = (session, user, socket, queue_size, on_overflow, rate, kind, permissions)
+        fast = socket.fast
         if fast is None or not self.enabled:
             return AsgiConnection(*args, peer=peer, queue_bytes=queue_bytes)
         return DirectConnection(

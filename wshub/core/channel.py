@@ -28,7 +28,7 @@ from wshub.model.publication import Publication
 from wshub.protocol import CloseCode
 from wshub.protocol.wire import Frame
 
-__all__ = ["Gap", "LocalChannel", "PendingJoin"]
+__all__ = ["LocalChannel", "MissingRange", "PendingJoin"]
 
 
 class PendingJoin:
@@ -44,8 +44,10 @@ class PendingJoin:
 
 
 @dataclass(frozen=True, slots=True)
-class Gap:
-    """Publications a node has not received: ``(after, upto]`` in ``epoch``."""
+class MissingRange:
+    """A gap in this node's stream of a channel, filled from history: the publications
+    ``(after, upto]`` in ``epoch`` that it has not received. (A client's ``Gap`` is another
+    thing: a loss the server told it about.)"""
 
     epoch: str
     after: int
@@ -111,7 +113,7 @@ class LocalChannel:
 
     # --- the ordered stream ---------------------------------------------------------------
 
-    def deliver(self, pub: Publication) -> Gap | None:
+    def deliver(self, pub: Publication) -> MissingRange | None:
         """Fan a publication out in order, or hold it and return the gap it revealed."""
         held = self.held
         if held is not None:
@@ -126,24 +128,24 @@ class LocalChannel:
                     return None
                 if pub.offset > self.last_offset + 1:
                     self.held = [pub]
-                    return Gap(pub.epoch, self.last_offset, pub.offset - 1)
+                    return MissingRange(pub.epoch, self.last_offset, pub.offset - 1)
             elif pub.offset > 1:  # a new epoch whose first publications never arrived
                 self.held = [pub]
-                return Gap(pub.epoch, 0, pub.offset - 1)
+                return MissingRange(pub.epoch, 0, pub.offset - 1)
         # Also before the first join learned a position: the stream has then moved past
         # what that join read, and taking the join's older position would show a false gap.
         self.epoch, self.last_offset = pub.epoch, pub.offset
         self._fan_out(pub)
         return None
 
-    def hold(self, gap: Gap) -> bool:
+    def hold(self, gap: MissingRange) -> bool:
         """Start holding live publications while ``gap`` is filled; False if already holding."""
         if self.held is not None:
             return False
         self.held = []
         return True
 
-    def repaired(self, missing: list[Publication]) -> Gap | None:
+    def repaired(self, missing: list[Publication]) -> MissingRange | None:
         """The gap's publications, in order: deliver them, then what was held behind them."""
         held, self.held = self.held or [], None
         for pub in missing:
@@ -151,7 +153,7 @@ class LocalChannel:
             self._fan_out(pub)
         return self._release(held)
 
-    def skip(self, gap: Gap) -> Gap | None:
+    def skip(self, gap: MissingRange) -> MissingRange | None:
         """Give up on a gap: move past it, then deliver what was held behind it."""
         held, self.held = self.held or [], None
         self.epoch, self.last_offset = gap.epoch, gap.upto
@@ -168,7 +170,7 @@ class LocalChannel:
             self.epoch, self.last_offset = newest.epoch, newest.offset
         return True
 
-    def _release(self, held: list[Publication]) -> Gap | None:
+    def _release(self, held: list[Publication]) -> MissingRange | None:
         for i, pub in enumerate(held):
             gap = self.deliver(pub)
             if gap is not None:

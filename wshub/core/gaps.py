@@ -22,7 +22,7 @@ from typing import Any
 
 from wshub import protocol
 from wshub.brokers.base import Broker, BrokerUnavailable
-from wshub.core.channel import Gap, LocalChannel
+from wshub.core.channel import LocalChannel, MissingRange
 from wshub.model.history import Recovery
 from wshub.model.publication import Publication
 
@@ -74,7 +74,9 @@ class GapFiller:
                     return
                 if rec.epoch == ch.epoch and rec.offset <= ch.last_offset:
                     continue
-                gap = Gap(rec.epoch, ch.last_offset if rec.epoch == ch.epoch else 0, rec.offset)
+                gap = MissingRange(
+                    rec.epoch, ch.last_offset if rec.epoch == ch.epoch else 0, rec.offset
+                )
                 if gap.upto == 0:  # a new, empty epoch: nothing was missed, offsets restart
                     ch.epoch, ch.last_offset = rec.epoch, 0
                 elif ch.hold(gap):
@@ -96,13 +98,13 @@ class GapFiller:
                 delay = min(delay * 2, RETRY_MOST)
         return None
 
-    async def repair(self, ch: LocalChannel, gap: Gap) -> None:
+    async def repair(self, ch: LocalChannel, gap: MissingRange) -> None:
         """Fetch a gap's publications from history, or cut off the subscribers that missed them.
 
         Whatever fails here, the channel stops holding: a channel left holding would deliver
         nothing, to anyone, for good.
         """
-        next_gap: Gap | None = gap
+        next_gap: MissingRange | None = gap
         try:
             while next_gap is not None:
                 gap = next_gap
@@ -124,7 +126,7 @@ class GapFiller:
                 self._tell(ch)
             raise
 
-    async def _missing(self, ch: LocalChannel, gap: Gap) -> list[Publication] | None:
+    async def _missing(self, ch: LocalChannel, gap: MissingRange) -> list[Publication] | None:
         try:
             epoch, pubs = await self.broker.history(
                 ch.name, gap.after, gap.epoch, gap.upto - gap.after

@@ -1,8 +1,9 @@
 """What the broker hands this node, handed on to the local connections: the hub's BrokerSink.
 
-Fan-out is local and synchronous: the broker hands a node each publication once, and the one
-encoded frame is pushed onto each subscriber's queue with no await in between. Publications
-go through the :class:`~wshub.core.gaps.GapFiller`, which keeps each channel's stream whole.
+Fan-out is local and synchronous: the broker hands a node each publication at most once, and
+the one encoded frame is pushed onto each subscriber's queue with no await in between.
+Publications go through the :class:`~wshub.core.gaps.GapFiller`, which keeps each channel's
+stream whole: what a shared broker lost shows as a gap in offsets, filled from history.
 """
 
 from __future__ import annotations

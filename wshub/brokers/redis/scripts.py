@@ -17,7 +17,10 @@ that one channel's keys live on one shard):
 - ``P:nodes:evicted``   sorted set: evicted node -> when (tombstones, so it knows to come back)
 - ``P:nodes:evicting``  sorted set: evicted node -> when its cleanup was handed out
 - ``P:node:<id>:chans``  set of the channels where a node has presence entries
-- ``P:user:{U}``   pub/sub channel: ``d`` + frame (direct message), ``k`` (disconnect)
+- ``P:user:{U}``   pub/sub channel: ``d`` + frame (direct message), ``k`` (kick: close the
+  user's connections)
+- ``P:stats``      set of the nodes that shared their dashboard figures; ``P:stats:<node>``
+  the figures (JSON), expiring unless shared again
 
 An entry is ``"<offset> <ts> <epoch> <from>\\n<data>"``, ``from`` being ``~`` for none (user
 ids never contain ``~``). Times come from Redis' clock, so every node agrees on them.

@@ -349,7 +349,7 @@ async def test_library_publish_and_send() -> None:
     await hub.stop()
 
 
-async def test_channels_and_disconnect_through_the_broker(hub: Hub) -> None:
+async def test_channels_and_kick_through_the_broker_ops(hub: Hub) -> None:
     a, b, b2 = Peer(hub, "a"), Peer(hub, "b"), Peer(hub, "b")
     for p in (a, b, b2):
         await p.say({"type": "join", "channel": "room"})

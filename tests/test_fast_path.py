@@ -15,7 +15,7 @@ from websockets.frames import Opcode
 
 from tests.conftest import ServerFactory
 from tests.support import Client, connect
-from wshub.protocol.wire import Frame, text_frame
+from wshub.protocol.wire import SharedFrame, text_frame
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 200_000])
@@ -26,7 +26,7 @@ def test_text_frame_is_what_websockets_would_send(size: int) -> None:
 
 
 def test_frame_wire_bytes_are_built_once() -> None:
-    frame = Frame('{"type":"pong"}')
+    frame = SharedFrame('{"type":"pong"}')
     assert frame.wire is frame.wire
     assert frame.wire == text_frame(b'{"type":"pong"}')
 

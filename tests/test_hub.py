@@ -15,7 +15,7 @@ from wshub.brokers.memory import MemoryBroker
 from wshub.core.admission import Refused
 from wshub.core.connection import Connection
 from wshub.model.publication import Publication
-from wshub.protocol.wire import Frame
+from wshub.protocol.wire import SharedFrame
 from wshub.transport.handshake import refusal_for
 
 
@@ -90,13 +90,13 @@ async def test_encoded_once_per_publication(hub: Hub, monkeypatch: pytest.Monkey
     peers = [Peer(hub, f"u{i}") for i in range(5)]
     for p in peers:
         await p.say({"type": "join", "channel": "room"})
-    frames: list[Frame] = []
+    frames: list[SharedFrame] = []
     original = vars(Publication)["frame"].fget
     assert original is not None
 
-    def spy(self: Publication) -> Frame:
+    def spy(self: Publication) -> SharedFrame:
         first = self._frame is None
-        value: Frame = original(self)
+        value: SharedFrame = original(self)
         if first:
             frames.append(value)
         return value

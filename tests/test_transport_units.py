@@ -17,7 +17,7 @@ from websockets.frames import Opcode
 from tests.transport_support import LOW_WATER, FakeTransport, Session
 from wshub import Hub, Settings
 from wshub.core.connection import AsgiConnection, Connection
-from wshub.protocol.wire import Frame
+from wshub.protocol.wire import SharedFrame
 from wshub.transport.direct import FLUSH_BYTES, DirectConnection
 
 
@@ -63,7 +63,7 @@ async def test_no_data_frame_follows_a_peer_initiated_close(hub: Hub) -> None:
     session.client.send_close(1000)
     session.send_client()  # uvicorn writes the close reply itself
     for i in range(5):  # the hub fans out until it learns of the close
-        conn.push_frame(Frame(json.dumps({"n": i})))
+        conn.push_frame(SharedFrame(json.dumps({"n": i})))
     session.protocol.resume_writing()  # a drain flushes what is queued
     await asyncio.sleep(0)
     transport.drain()
@@ -77,7 +77,7 @@ async def test_no_data_frame_follows_the_shutdown_close(hub: Hub) -> None:
     conn.push("x" * 70_000)
     await until(lambda: transport.paused)
     session.protocol.shutdown()  # uvicorn's 1012, written without close_sent
-    conn.push_frame(Frame('{"late":1}'))
+    conn.push_frame(SharedFrame('{"late":1}'))
     session.protocol.resume_writing()
     transport.drain()
     assert session.after_close() == []
@@ -148,7 +148,7 @@ async def test_the_fast_path_never_hands_the_transport_more_than_a_chunk_past_it
     session, conn = await opened(hub)
     transport = session.transport
     transport.reading = False
-    frame = Frame(json.dumps({"d": "z" * 10_000}))
+    frame = SharedFrame(json.dumps({"d": "z" * 10_000}))
     for _ in range(19):  # 190 KB: under the budget of 200 KB
         conn.push_frame(frame)
     await asyncio.sleep(0)

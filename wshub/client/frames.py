@@ -21,7 +21,7 @@ __all__ = [
 
 FrameDict = dict[str, Any]
 """A protocol frame as its decoded JSON object, sent or received (not
-:class:`wshub.protocol.wire.Frame`, a server frame encoded once)."""
+:class:`wshub.protocol.wire.SharedFrame`, a server frame encoded once)."""
 
 
 class ServerError(Exception):

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from wshub.core.connection import Connection
 from wshub.model.publication import Publication
 from wshub.protocol import CloseCode
-from wshub.protocol.wire import Frame
+from wshub.protocol.wire import SharedFrame
 
 __all__ = ["LocalChannel", "MissingRange", "PendingJoin"]
 
@@ -209,7 +209,7 @@ class LocalChannel:
         return pushed
 
     def deliver_event(self, text: str, exclude_user: str | None) -> None:
-        frame = Frame(text)
+        frame = SharedFrame(text)
         for conn in self.live:
             if conn.user != exclude_user:
                 conn.push_frame(frame)

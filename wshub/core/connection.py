@@ -33,7 +33,7 @@ from wshub.core.permissions import Permissions
 from wshub.core.ratelimit import RateLimiter
 from wshub.model.config import MIB
 from wshub.protocol import CloseCode
-from wshub.protocol.wire import Frame
+from wshub.protocol.wire import SharedFrame
 
 __all__ = ["AsgiConnection", "Connection", "ConnectionFactory", "FastPath", "Socket"]
 
@@ -182,7 +182,7 @@ class Connection:
         """Queue a frame for this client alone, without waiting."""
         raise NotImplementedError
 
-    def push_frame(self, frame: Frame) -> None:
+    def push_frame(self, frame: SharedFrame) -> None:
         """Queue a frame shared with other clients, without waiting."""
         raise NotImplementedError
 
@@ -331,7 +331,7 @@ class AsgiConnection(Connection):
         except Exception as exc:
             self._failed(exc)
 
-    def push_frame(self, frame: Frame) -> None:
+    def push_frame(self, frame: SharedFrame) -> None:
         self.push(frame.text)
 
     def _wake_writer(self) -> None:

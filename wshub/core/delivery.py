@@ -18,7 +18,7 @@ from wshub.core.gaps import GapFiller
 from wshub.core.metrics import Metrics
 from wshub.model.publication import Publication
 from wshub.protocol import CloseCode
-from wshub.protocol.wire import Frame
+from wshub.protocol.wire import SharedFrame
 
 __all__ = ["Delivery"]
 
@@ -56,7 +56,7 @@ class Delivery:
     def deliver_direct(self, user: str, frame: str) -> None:
         conns = self._users.get(user)
         if conns:
-            shared = Frame(frame)
+            shared = SharedFrame(frame)
             for conn in conns:
                 conn.push_frame(shared)
             self._metrics.direct_fanned_out(len(conns))

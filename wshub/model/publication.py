@@ -5,7 +5,7 @@ from __future__ import annotations
 from msgspec import Raw
 
 from wshub import protocol
-from wshub.protocol.wire import Frame
+from wshub.protocol.wire import SharedFrame
 
 __all__ = ["Publication"]
 
@@ -29,13 +29,13 @@ class Publication:
         self.sender = sender
         self.data = data
         self.ts = ts
-        self._frame: Frame | None = None
+        self._frame: SharedFrame | None = None
 
     @property
-    def frame(self) -> Frame:
+    def frame(self) -> SharedFrame:
         frame = self._frame
         if frame is None:
-            frame = self._frame = Frame(self._encode())
+            frame = self._frame = SharedFrame(self._encode())
         return frame
 
     def text(self) -> str:

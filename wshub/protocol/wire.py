@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 
-__all__ = ["Frame", "text_frame"]
+__all__ = ["SharedFrame", "text_frame"]
 
 _FIN_TEXT = 0x81  # FIN bit + opcode 1 (text)
 
@@ -27,7 +27,7 @@ def text_frame(payload: bytes) -> bytes:
     return header + payload
 
 
-class Frame:
+class SharedFrame:
     """A server frame to push to many connections: text now, wire bytes on first need."""
 
     __slots__ = ("_wire", "text")
@@ -44,4 +44,4 @@ class Frame:
         return wire
 
     def __repr__(self) -> str:
-        return f"Frame({self.text[:60]!r})"
+        return f"SharedFrame({self.text[:60]!r})"

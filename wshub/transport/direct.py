@@ -18,7 +18,7 @@ from wshub.core.connection import AsgiConnection, Connection, FastPath, Socket
 from wshub.core.permissions import Permissions
 from wshub.core.ratelimit import RateLimiter
 from wshub.model.config import MIB
-from wshub.protocol.wire import Frame, text_frame
+from wshub.protocol.wire import SharedFrame, text_frame
 
 __all__ = ["FLUSH_AT", "FLUSH_BYTES", "DirectConnection", "Flusher", "Writers"]
 
@@ -87,7 +87,7 @@ class DirectConnection(Connection):
     def push(self, text: str) -> None:
         self._enqueue(text_frame(text.encode()))
 
-    def push_frame(self, frame: Frame) -> None:
+    def push_frame(self, frame: SharedFrame) -> None:
         self._enqueue(frame.wire)
 
     def _enqueue(self, data: bytes) -> None:

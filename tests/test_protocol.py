@@ -32,6 +32,9 @@ def decode_error(text: str | bytes) -> FrameError:
         ('{"type":"history","channel":"a","limit":5}', protocol.HistoryRequest, {"limit": 5}),
         ('{"type":"ping"}', protocol.Ping, {"id": UNSET}),
         ('{"type":"ping","extra":{"ignored":true}}', protocol.Ping, {}),
+        ('{"type":"auth","token":"t.t.t","id":1}', protocol.Auth, {"token": "t.t.t", "id": 1}),
+        ('{"type":"refresh","token":"t.t.t"}', protocol.Refresh, {"token": "t.t.t"}),
+        ('{"type":"join","channel":"a","token":"t"}', protocol.Join, {"token": "t"}),
     ],
 )
 def test_each_client_frame_decodes(text: str, cls: type, fields: dict[str, Any]) -> None:
@@ -156,7 +159,30 @@ def test_channel_names_and_namespaces() -> None:
                 "session": "s",
                 "server": {"name": "wshub", "version": "1", "node": "n1"},
                 "heartbeat": 20.0,
+                "expires": None,
             },
+        ),
+        (
+            protocol.Welcome("u", "s", protocol.ServerInfo("w", "1"), 5.0, 1700000000, id="a"),
+            {
+                "type": "welcome",
+                "user": "u",
+                "session": "s",
+                "server": {"name": "w", "version": "1"},
+                "heartbeat": 5.0,
+                "expires": 1700000000,
+                "id": "a",
+            },
+        ),
+        (protocol.Ack(id=3, expires=None), {"type": "ack", "id": 3, "expires": None}),
+        (protocol.Ack(id=3, expires=17), {"type": "ack", "id": 3, "expires": 17}),
+        (
+            protocol.Subscribed("a", 4, "e"),
+            {"type": "subscribed", "channel": "a", "offset": 4, "epoch": "e"},
+        ),
+        (
+            protocol.Unsubscribed("a", "expired"),
+            {"type": "unsubscribed", "channel": "a", "reason": "expired"},
         ),
         (
             protocol.Joined("a", 3, "e", True, id=1),
@@ -226,6 +252,27 @@ def test_each_server_frame_encodes(frame: protocol.ServerFrame, expected: dict[s
     assert json.loads(protocol.encode(frame)) == expected
 
 
+@pytest.mark.parametrize(
+    ("text", "detail"),
+    [
+        ('{"type":"auth","id":1}', '"auth" requires the field "token"'),
+        ('{"type":"auth","id":1,"token":""}', '"auth" requires the field "token"'),
+        ('{"type":"auth","id":1,"token":42}', "invalid 'auth' frame: \"token\": expected str"),
+        ('{"type":"refresh","id":1,"token":["a"]}', '"token": expected str'),
+        ('{"type":"join","id":1,"channel":"a","token":{}}', '"token": expected str'),
+    ],
+)
+def test_a_token_of_the_wrong_type_is_bad_request_naming_it(text: str, detail: str) -> None:
+    err = decode_error(text)
+    assert err.code == ErrorCode.BAD_REQUEST
+    assert err.frame_id == 1
+    assert detail in err.message
+
+
+def test_close_code_4003_means_no_identity() -> None:
+    assert protocol.CloseCode.NO_IDENTITY == 4003
+
+
 def test_every_error_code_encodes_with_and_without_id() -> None:
     for code in ErrorCode:
         with_id = json.loads(protocol.error(code, "why", 9))
@@ -242,6 +289,8 @@ def test_every_type_is_covered() -> None:
         "presence",
         "history",
         "ping",
+        "auth",
+        "refresh",
     } == protocol.CLIENT_TYPES
     assert set(protocol.REQUIRED_FIELDS) == protocol.CLIENT_TYPES
 
@@ -275,6 +324,7 @@ def test_decoder_never_raises_anything_but_frame_error(text: str | bytes) -> Non
             "data": json_values,
             "limit": json_values,
             "since": json_values,
+            "token": st.one_of(st.text(max_size=10), json_values),
         },
     )
 )

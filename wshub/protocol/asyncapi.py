@@ -28,6 +28,8 @@ REPLIES: Final[dict[type[msgspec.Struct], type[msgspec.Struct]]] = {
     protocol.PresenceRequest: protocol.Presence,
     protocol.HistoryRequest: protocol.History,
     protocol.Ping: protocol.Pong,
+    protocol.Auth: protocol.Welcome,
+    protocol.Refresh: protocol.Ack,
 }
 """The reply to each client frame; any of them may instead be answered with ``error``."""
 
@@ -103,7 +105,8 @@ def _ref(struct: type[msgspec.Struct]) -> dict[str, str]:
 @cache
 def _body() -> dict[str, Any]:
     frames = protocol.CLIENT_FRAMES + protocol.SERVER_FRAMES
-    replies = set(REPLIES.values()) | {protocol.Error}
+    # ``welcome`` answers ``auth``, and is also pushed unasked when the token came in the URL.
+    replies = (set(REPLIES.values()) - {protocol.Welcome}) | {protocol.Error}
     operations: dict[str, Any] = {}
     for request, reply in REPLIES.items():
         operations[_tag(request)] = {

@@ -39,11 +39,17 @@ class _ClientFrame(Struct, tag_field="type"):
 
 
 class Join(_ClientFrame, tag="join"):
-    """Subscribe to a channel; with ``since``, also get what was missed after that position."""
+    """Subscribe to a channel; with ``since``, also get what was missed after that position.
+
+    ``token`` is a subscription token: a JWT for this user and this channel (its ``channel``
+    claim) that allows the join beyond the connection's own ``join`` patterns, until its
+    ``exp``.
+    """
 
     channel: Channel = ""
     since: Since | UnsetType = UNSET
     meta: Raw | UnsetType = UNSET
+    token: str | UnsetType = UNSET
 
 
 class Leave(_ClientFrame, tag="leave"):
@@ -89,7 +95,23 @@ class Ping(_ClientFrame, tag="ping"):
     """Check that the link and the server are alive; answered with ``pong``."""
 
 
-ClientFrame = Join | Leave | Publish | Send | PresenceRequest | HistoryRequest | Ping
+class Auth(_ClientFrame, tag="auth"):
+    """Identify the connection with a JWT: the first frame, when the token is not in the URL
+    or an ``Authorization`` header. Answered with ``welcome``; a bad token closes with 4003."""
+
+    token: str = ""
+
+
+class Refresh(_ClientFrame, tag="refresh"):
+    """Replace the connection's token (same ``sub``) and its permissions, without a reconnect.
+    Answered with ``ack`` and the new ``expires``."""
+
+    token: str = ""
+
+
+ClientFrame = (
+    Join | Leave | Publish | Send | PresenceRequest | HistoryRequest | Ping | Auth | Refresh
+)
 CLIENT_FRAMES: Final[tuple[type[_ClientFrame], ...]] = (
     Join,
     Leave,
@@ -98,6 +120,8 @@ CLIENT_FRAMES: Final[tuple[type[_ClientFrame], ...]] = (
     PresenceRequest,
     HistoryRequest,
     Ping,
+    Auth,
+    Refresh,
 )
 CLIENT_TYPES: Final = frozenset(str(f.__struct_config__.tag) for f in CLIENT_FRAMES)
 # Fields that the structs give a placeholder default so that a frame missing them still
@@ -110,6 +134,8 @@ REQUIRED_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "presence": ("channel",),
     "history": ("channel",),
     "ping": (),
+    "auth": ("token",),
+    "refresh": ("token",),
 }
 
 _decoder: Final = msgspec.json.Decoder(ClientFrame)

@@ -29,4 +29,6 @@ class CloseCode:
     TOO_BIG: Final = 1009
     INTERNAL_ERROR: Final = 1011
     TOKEN_EXPIRED: Final = 4001
+    NO_IDENTITY: Final = 4003
+    """No valid identity: a bad ``auth`` frame, or none within the auth timeout."""
     SLOW_CONSUMER: Final = 4008

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import msgspec
 from msgspec import UNSET, Raw, Struct, UnsetType
@@ -23,12 +23,15 @@ class ServerInfo(Struct):
 
 
 class Welcome(Struct, tag="welcome", tag_field="type"):
-    """First frame after the upgrade; ``heartbeat`` is the ping interval in seconds."""
+    """First frame after the upgrade, or the reply to ``auth``; ``heartbeat`` is the ping
+    interval in seconds, ``expires`` the token's ``exp`` (Unix seconds; null: never)."""
 
     user: str
     session: str
     server: ServerInfo
     heartbeat: float
+    expires: int | None = None
+    id: FrameId | UnsetType = UNSET
 
 
 class Joined(Struct, tag="joined", tag_field="type"):
@@ -49,12 +52,14 @@ class Left(Struct, tag="left", tag_field="type"):
 
 
 class Ack(Struct, tag="ack", tag_field="type"):
-    """Reply to ``publish`` (with the message's channel, offset and epoch) and to ``send``."""
+    """Reply to ``publish`` (with the message's channel, offset and epoch), to ``send``, and
+    to ``refresh`` (with the new token's ``expires``: Unix seconds, or null)."""
 
     id: FrameId | UnsetType = UNSET
     channel: str | UnsetType = UNSET
     offset: int | UnsetType = UNSET
     epoch: str | UnsetType = UNSET
+    expires: int | UnsetType | None = UNSET
 
 
 class Message(Struct, tag="message", tag_field="type"):
@@ -123,6 +128,24 @@ class Pong(Struct, tag="pong", tag_field="type"):
     id: FrameId | UnsetType = UNSET
 
 
+class Subscribed(Struct, tag="subscribed", tag_field="type"):
+    """The server joined this connection to a channel (the token's ``channels`` claim, or
+    the HTTP API): its position now; its messages follow."""
+
+    channel: str
+    offset: int
+    epoch: str
+
+
+class Unsubscribed(Struct, tag="unsubscribed", tag_field="type"):
+    """The server took this connection out of a channel: ``server`` (the HTTP API),
+    ``permissions`` (a refreshed token no longer allows it) or ``expired`` (its
+    subscription token ended)."""
+
+    channel: str
+    reason: Literal["server", "permissions", "expired"]
+
+
 class Error(Struct, tag="error", tag_field="type"):
     """A frame that could not be served; the connection stays open."""
 
@@ -143,6 +166,8 @@ ServerFrame = (
     | Presence
     | History
     | Pong
+    | Subscribed
+    | Unsubscribed
     | Error
 )
 SERVER_FRAMES: Final[tuple[type[Struct], ...]] = (
@@ -157,6 +182,8 @@ SERVER_FRAMES: Final[tuple[type[Struct], ...]] = (
     Presence,
     History,
     Pong,
+    Subscribed,
+    Unsubscribed,
     Error,
 )
 

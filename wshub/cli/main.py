@@ -142,21 +142,54 @@ def token(
         list[str] | None,
         typer.Option(help="A channel pattern the user may publish to; repeatable."),
     ] = None,
+    channels: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--channels", help="A channel the server joins the user to at once; repeatable."
+        ),
+    ] = None,
+    channel: Annotated[
+        str | None,
+        typer.Option(
+            help="Make a subscription token for this one channel (for join's token field)."
+        ),
+    ] = None,
     ttl: Annotated[
-        int, typer.Option(help="Seconds until the token expires.", min=1, show_default=True)
+        int,
+        typer.Option(
+            help="Seconds until the token expires; 0: no exp claim.", min=0, show_default=True
+        ),
     ] = 3600,
+    private_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="Sign with this PEM private key: RS256 (RSA) or ES256 (P-256), instead of "
+            "the HS256 secret. The server verifies with its public key (--jwt-public-key)."
+        ),
+    ] = None,
     jwt_secret: Annotated[
         str,
         _opt("The HS256 secret the server verifies with.", "JWT_SECRET", False),
     ] = "",
 ) -> None:
-    """Print a development token (HS256) signed with the server's secret."""
-    from wshub.core.auth import mint_token
+    """Print a token for a user: a connection token, or with --channel a subscription token.
 
-    if not jwt_secret:
-        raise typer.BadParameter("set WSHUB_JWT_SECRET or --jwt-secret", param_hint="--jwt-secret")
+    Signed HS256 with the server's secret, or RS256/ES256 with --private-key.
+    """
+    from wshub.core.tokens import Claims, Signer
+
     try:
-        typer.echo(mint_token(jwt_secret, user, join or (), publish or (), ttl))
+        if private_key is not None:
+            signer = Signer.from_private_key_file(private_key)
+        elif jwt_secret:
+            signer = Signer.from_secret(jwt_secret)
+        else:
+            raise typer.BadParameter(
+                "set WSHUB_JWT_SECRET or --jwt-secret, or give --private-key",
+                param_hint="--jwt-secret",
+            )
+        claims = Claims(user, join or (), publish or (), channels or (), channel, ttl)
+        typer.echo(signer.sign(claims))
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
 

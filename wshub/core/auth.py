@@ -7,7 +7,13 @@ which is what closes the classic HS/RS confusion (an attacker signing HS256 with
 public key as the HMAC secret).
 
 Claims (docs/protocol.md "Auth"): ``sub`` is the user id and is required; ``exp`` ends the token
-(and the connection, at that moment); ``join`` and ``publish`` are lists of channel patterns.
+(and the connection, at that moment); ``join`` and ``publish`` are lists of channel patterns;
+``channels`` is a list of channel names the server joins the connection to.
+
+A subscription token is a token with a ``channel`` claim: it allows one user to join one
+channel until its ``exp`` (:meth:`TokenVerifier.verify_subscription`). It is not a
+connection token: one issued for a channel must not open a connection, so a token with
+``channel`` identifies nobody.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.algorithms import HMACAlgorithm
 
 from wshub.core.permissions import Permissions
-from wshub.protocol import is_user_id
+from wshub.protocol import is_channel_name, is_user_id
 
 __all__ = ["MIN_SECRET_BYTES", "Identity", "TokenRejected", "TokenVerifier", "mint_token"]
 
@@ -47,6 +53,8 @@ class Identity:
     """None in open mode: every channel is allowed (subject to an ``authorize`` hook)."""
     expires: float | None = None
     """When the token ends, in seconds since the Unix epoch; None for a token without ``exp``."""
+    channels: tuple[str, ...] = ()
+    """The token's ``channels`` claim: joined by the server right after ``welcome``."""
 
 
 class TokenVerifier:
@@ -94,6 +102,24 @@ class TokenVerifier:
 
     def verify(self, token: str) -> Identity:
         """The identity a token proves, or TokenRejected saying why not."""
+        claims = self._claims(token)
+        if "channel" in claims:
+            raise TokenRejected('a subscription token (with a "channel" claim) cannot identify')
+        return identity_from_claims(claims)
+
+    def verify_subscription(self, token: str, user: str, channel: str) -> float | None:
+        """When a subscription token for ``user`` to join ``channel`` ends (None: never), or
+        TokenRejected saying why it does not allow that join."""
+        claims = self._claims(token)
+        if claims.get("sub") != user:
+            raise TokenRejected(f"subscription token is for another user, not {user!r}")
+        if "channel" not in claims:
+            raise TokenRejected('not a subscription token: it has no "channel" claim')
+        if claims["channel"] != channel:
+            raise TokenRejected(f"subscription token is for another channel, not {channel!r}")
+        return _expiry(claims)
+
+    def _claims(self, token: str) -> dict[str, Any]:
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -113,7 +139,12 @@ class TokenVerifier:
             raise TokenRejected("malformed token") from None
         except jwt.InvalidTokenError as exc:
             raise TokenRejected(f"invalid token: {exc}") from None
-        return identity_from_claims(claims)
+        return claims
+
+
+def _expiry(claims: Mapping[str, Any]) -> float | None:
+    exp = claims.get("exp")  # PyJWT has checked that it is a number, and in the future
+    return None if exp is None else float(exp)
 
 
 def identity_from_claims(claims: Mapping[str, Any]) -> Identity:
@@ -127,11 +158,16 @@ def identity_from_claims(claims: Mapping[str, Any]) -> Identity:
         if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
             raise TokenRejected(f'token "{name}" must be a list of channel patterns')
         lists[name] = value
-    exp = claims.get("exp")
+    channels = claims.get("channels", [])
+    if not isinstance(channels, list) or not all(
+        isinstance(c, str) and is_channel_name(c) for c in channels
+    ):
+        raise TokenRejected('token "channels" must be a list of channel names')
     return Identity(
         user,
         Permissions(user, lists["join"], lists["publish"]),
-        None if exp is None else float(exp),
+        _expiry(claims),
+        tuple(dict.fromkeys(channels)),
     )
 
 

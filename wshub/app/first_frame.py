@@ -1,0 +1,62 @@
+"""Waiting for the ``auth`` frame of a connection opened without a token.
+
+The connection was admitted (it counts against the caps) and upgraded, but it is nobody's
+yet: no hub connection exists, nothing is sent unasked. Frames are read and answered here, in
+order, through the ASGI ``send`` (no writer exists yet, so the replies need no queue), until
+:class:`~wshub.core.identity.FirstFrame` says who it is, or that it closes with 4003: a bad
+token, or no ``auth`` within ``--auth-timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from wshub.core.identity import FirstFrame, Step
+
+__all__ = ["AuthWait", "await_auth"]
+
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class AuthWait:
+    """The outcome: the verified step (identity and the ``auth`` frame's id), or None when the
+    connection is over (closed with 4003, or gone), and the peer's close code if it went."""
+
+    __slots__ = ("code", "step")
+
+    def __init__(self, step: Step | None, code: int | None = None) -> None:
+        self.step = step
+        self.code = code
+
+
+async def await_auth(receive: Receive, send: Send, gate: FirstFrame, timeout: float) -> AuthWait:
+    """Serve a new connection's frames until it is identified, closed or gone."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            async with asyncio.timeout_at(deadline):
+                message = await receive()
+        except TimeoutError:
+            step = gate.timed_out()
+        else:
+            kind = message["type"]
+            if kind == "websocket.disconnect":
+                return AuthWait(None, message.get("code"))
+            if kind != "websocket.receive":
+                continue
+            step = gate.receive(message.get("text"))
+        try:
+            for reply in step.replies:
+                await send({"type": "websocket.send", "text": reply})
+            if step.close is not None:
+                code, reason = step.close
+                await send({"type": "websocket.close", "code": code, "reason": reason})
+                return AuthWait(None)
+        except OSError:  # the peer went away meanwhile (uvicorn's ClientDisconnected)
+            return AuthWait(None)
+        if step.identity is not None:
+            return AuthWait(step)

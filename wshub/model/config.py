@@ -101,6 +101,12 @@ class Settings:
         300,
         "Seconds a publish's idempotency_key is remembered: a repeat is answered as the first.",
     )
+    auth_timeout: float = _timing(
+        10,
+        "Seconds a connection opened without a token (with auth configured) has to send its "
+        "auth frame; then it is closed with 4003.",
+        minimum=0.1,
+    )
     broker_timeout: float = _timing(
         10,
         "Seconds a shared broker may stay silent before the node takes it for dead: commands "

@@ -31,6 +31,7 @@ class Sink:
         self.delivered: list[Publication] = []
         self.resyncs = 0
         self.explode = False
+        self.placements: list[tuple[str, str, str]] = []
 
     def deliver(self, pub: Publication) -> None:
         if self.explode:
@@ -46,6 +47,12 @@ class Sink:
 
     def deliver_kick(self, user: str) -> None:
         pass
+
+    def deliver_subscribe(self, user: str, channel: str) -> None:
+        self.placements.append(("subscribe", user, channel))
+
+    def deliver_unsubscribe(self, user: str, channel: str) -> None:
+        self.placements.append(("unsubscribe", user, channel))
 
     def resync(self) -> None:
         self.resyncs += 1
@@ -66,6 +73,25 @@ async def until(check: Any, timeout: float = 10) -> None:
     while not check():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.02)
+
+
+async def test_subscribe_user_reaches_the_nodes_that_watch_the_user(redis: RedisProcess) -> None:
+    watching, other = Sink(), Sink()
+    async with broker(redis.url, watching) as a, broker(redis.url, other) as b:
+        await a.watch("ann")
+        await b.subscribe_user("ann", "news:1")
+        await b.unsubscribe_user("ann", "news:1")
+        await b.subscribe_user("bob", "news:1")  # nobody watches bob: told to no node
+        await until(lambda: len(watching.placements) == 2)
+        assert watching.placements == [
+            ("subscribe", "ann", "news:1"),
+            ("unsubscribe", "ann", "news:1"),
+        ]
+        await a.watch("bob")
+        await b.subscribe_user("bob", "x")  # after the unwatched one: ordered on one link
+        await until(lambda: len(watching.placements) == 3)
+        assert watching.placements[2] == ("subscribe", "bob", "x")
+        assert other.placements == []
 
 
 async def test_refused_is_unavailable_and_frozen_is_timeout(redis: RedisProcess) -> None:

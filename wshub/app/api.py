@@ -100,6 +100,11 @@ class DisconnectRequest(_Body):
     user: UserName
 
 
+class PlacementRequest(_Body):
+    user: UserName
+    channel: ChannelName
+
+
 class ChannelCount(BaseModel):
     channel: str
     subscribers: int = Field(description="Joined connections, cluster-wide.")
@@ -325,5 +330,26 @@ def build_api(hub: Hub, api_key: str) -> APIRouter:
             await hub.ops.kick(body.user)
         except BrokerUnavailable:
             raise _unavailable() from None
+
+    async def place(action: Callable[[str, str], Coroutine[Any, Any, None]], body: Any) -> None:
+        try:
+            await action(body.user, body.channel)
+        except BrokerTimeout:
+            raise _timeout("told to every node") from None
+        except BrokerUnavailable:
+            raise _unavailable() from None
+
+    @api.post("/subscribe", status_code=204)
+    async def subscribe(body: PlacementRequest) -> None:
+        """Join every connection of a user, on every node, to a channel, whatever its
+        permissions: each gets `subscribed`, then the channel's messages. Answered once every
+        node has been told; a user with no connection is no error (nothing happens)."""
+        await place(hub.subscribe, body)
+
+    @api.post("/unsubscribe", status_code=204)
+    async def unsubscribe(body: PlacementRequest) -> None:
+        """Take every connection of a user, on every node, out of a channel: each gets
+        `unsubscribed` with reason `server`. Answered once every node has been told."""
+        await place(hub.unsubscribe, body)
 
     return api

@@ -17,9 +17,9 @@ from typing import Final
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse
 
-from wshub.core.auth import Identity
+from wshub.core.admission import UNIDENTIFIED
 from wshub.core.hub import HubCore
-from wshub.transport.handshake import Handshake, refusal_for
+from wshub.transport.handshake import Handshake, Refusal, refusal_for
 
 __all__ = ["CLIENT_JS", "add_to", "client_js", "refusal_probe"]
 
@@ -42,12 +42,13 @@ def refusal_probe(
         it would be accepted, else the refusal's status (`400`, `401`, `403`, `503` with
         `Retry-After`) and its reason as JSON. Nothing is counted or opened. Browsers need
         this because they cannot read a refused handshake."""
-        identity = handshake.identify(request.scope)
-        if isinstance(identity, Identity):
-            refused = hub.admission(identity.user)
+        identity = handshake.identify_or_wait(request.scope)
+        if isinstance(identity, Refusal):
+            refusal: Refusal | None = identity
+        else:  # no token: accepted, to wait for its auth frame (as UNIDENTIFIED)
+            user = UNIDENTIFIED if identity is None else identity.user
+            refused = hub.admission(user)
             refusal = None if refused is None else refusal_for(refused, hub.settings.retry_after)
-        else:
-            refusal = identity
         # Any page may read the answer: it says no more than the refused handshake did.
         headers = {"Access-Control-Allow-Origin": "*", "Cache-Control": "no-store"}
         if refusal is None:

@@ -10,12 +10,19 @@ token, or no ``auth`` within ``--auth-timeout`` seconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from wshub.core.auth import Identity, TokenVerifier
 from wshub.core.identity import FirstFrame, Step
+from wshub.model.config import Settings
+from wshub.protocol import CloseCode, ErrorCode, FrameId, error
 
-__all__ = ["AuthWait", "await_auth"]
+__all__ = ["AuthWait", "await_auth", "identify_in_band", "refuse_after_auth"]
+
+log = logging.getLogger("wshub.app.server")
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -60,3 +67,24 @@ async def await_auth(receive: Receive, send: Send, gate: FirstFrame, timeout: fl
             return AuthWait(None)
         if step.identity is not None:
             return AuthWait(step)
+
+
+async def identify_in_band(
+    receive: Receive, send: Send, verifier: TokenVerifier, settings: Settings
+) -> tuple[Identity, FrameId | None] | None:
+    """The identity and the ``auth`` frame's id, or None: the connection is over."""
+    gate = FirstFrame(verifier, settings.max_frame_bytes)
+    wait = await await_auth(receive, send, gate, settings.auth_timeout)
+    if wait.step is None or wait.step.identity is None:
+        return None
+    return wait.step.identity, wait.step.frame_id
+
+
+async def refuse_after_auth(send: Send, reason: str, answering: FrameId | None) -> None:
+    """A verified ``auth`` frame whose user may not connect now (the per-user cap, a drain):
+    what a 503 handshake would have said, as an ``error`` ``limit`` and the close 1001 that
+    a 503 counts as (PROTOCOL.md "Close codes")."""
+    log.info("auth refused after the upgrade: %s", reason)
+    with contextlib.suppress(OSError):
+        await send({"type": "websocket.send", "text": error(ErrorCode.LIMIT, reason, answering)})
+        await send({"type": "websocket.close", "code": CloseCode.GOING_AWAY, "reason": reason})

@@ -19,11 +19,13 @@ from fastapi import APIRouter
 from starlette.routing import WebSocketRoute
 
 from wshub.app import browser_routes, chat
+from wshub.app.first_frame import identify_in_band, refuse_after_auth
 from wshub.brokers.base import BrokerUnavailable
+from wshub.core.admission import UNIDENTIFIED
 from wshub.core.auth import Identity
 from wshub.core.connection import Connection, FastPath
 from wshub.core.serving import FrameLine
-from wshub.protocol import CloseCode
+from wshub.protocol import CloseCode, FrameId
 from wshub.transport.handshake import Handshake, Refusal, refusal_for
 
 if TYPE_CHECKING:
@@ -128,10 +130,12 @@ class _Endpoint:
         self.hub = hub
         self.handshake = handshake
 
-    def identify(self, scope: Scope) -> Identity | Refusal:
+    def identify(self, scope: Scope) -> Identity | Refusal | None:
+        """Who the client is, why it is refused, or None: it says in its ``auth`` frame."""
         return self.handshake.identify(scope)
 
-    async def opened(self, conn: Connection) -> None: ...
+    async def opened(self, conn: Connection, answering: FrameId | None) -> None:
+        """The connection is open; ``answering``: the ``auth`` frame that identified it."""
 
     async def text(self, conn: Connection, text: str, deadline: float | None) -> None: ...
 
@@ -140,9 +144,9 @@ class _Endpoint:
     async def closed(self, conn: Connection, code: int | None) -> None:
         await self.hub.detach(conn, code)
 
-    async def _open(self, conn: Connection) -> None:
+    async def _open(self, conn: Connection, answering: FrameId | None) -> None:
         try:
-            await self.opened(conn)
+            await self.opened(conn, answering)
         except BrokerUnavailable:  # the chat cannot join its broadcast: come back later
             log.warning("broker unavailable: a %s connection was closed with 1011", self.kind)
             conn.close(CloseCode.INTERNAL_ERROR, "broker unavailable: reconnect later")
@@ -155,19 +159,38 @@ class _Endpoint:
             return
         hub = self.hub
         identity = self.identify(scope)
+        user = identity.user if isinstance(identity, Identity) else UNIDENTIFIED
         if isinstance(identity, Refusal):
             refusal: Refusal | None = identity
         else:
-            refused = hub.admit(identity.user)
+            refused = hub.admit(user)
             refusal = None if refused is None else refusal_for(refused, hub.settings.retry_after)
         if refusal is not None:
             hub.metrics.handshake_refused(refusal.status)
             await refuse(scope, send, refusal)
             return
-        assert isinstance(identity, Identity)
+        answering: FrameId | None = None
+        admitted: str | None = user
         try:
             await hub.start()
             await send({"type": "websocket.accept"})
+            if identity is None:
+                verifier = self.handshake.verifier
+                assert verifier is not None  # identify() says None only with auth configured
+                identified = await identify_in_band(receive, send, verifier, hub.settings)
+                if identified is None:
+                    return
+                # Counted again as the user it turned out to be: the node's count is
+                # unchanged, the user's own cap applies now.
+                identity, answering = identified
+                hub.release(user)
+                admitted = None
+                refused = hub.admit(identity.user)
+                if refused is not None:
+                    await refuse_after_auth(send, refused.reason, answering)
+                    return
+                admitted = identity.user
+            assert isinstance(identity, Identity)
             conn = hub.connect(
                 identity.user,
                 AsgiSocket(scope, send, hub.settings.close_timeout),
@@ -175,6 +198,8 @@ class _Endpoint:
                 permissions=identity.permissions,
                 expires=identity.expires,
                 peer=peer_of(scope),
+                verifier=self.handshake.verifier,
+                channels=identity.channels,
             )
             code: int | None = None
 
@@ -187,7 +212,7 @@ class _Endpoint:
             # Frames are served in order by the line's task, so that this loop goes on
             # reading (pongs above all) while one of them waits on the broker.
             line = FrameLine(serve, hub.settings.reply_timeout)
-            line.open_with(self._open(conn))
+            line.open_with(self._open(conn, answering))
             try:
                 while True:
                     message = await receive()
@@ -203,15 +228,19 @@ class _Endpoint:
                 finally:
                     await self.closed(conn, code)
         finally:
-            hub.release(identity.user)
+            if admitted is not None:
+                hub.release(admitted)
 
 
 class ProtocolEndpoint(_Endpoint):
-    """``/ws``: the JSON protocol of docs/protocol.md."""
+    """``/ws``: the JSON protocol of docs/protocol.md; identity also in an ``auth`` frame."""
 
-    async def opened(self, conn: Connection) -> None:
+    def identify(self, scope: Scope) -> Identity | Refusal | None:
+        return self.handshake.identify_or_wait(scope)
+
+    async def opened(self, conn: Connection, answering: FrameId | None) -> None:
         await self.hub.watch_direct(conn)
-        await self.hub.greet(conn)
+        await self.hub.greet(conn, answering)
 
     async def text(self, conn: Connection, text: str, deadline: float | None) -> None:
         await self.hub.handle_text(conn, text, deadline)
@@ -237,7 +266,7 @@ class ChatEndpoint(_Endpoint):
         # The client id is the name in the chat; the chat has no channels to permit.
         return Identity(client_id, expires=identity.expires)
 
-    async def opened(self, conn: Connection) -> None:
+    async def opened(self, conn: Connection, answering: FrameId | None) -> None:
         await chat.join(self.hub, conn)
 
     async def text(self, conn: Connection, text: str, deadline: float | None) -> None:

@@ -68,6 +68,12 @@ class BrokerSink(Protocol):
     def deliver_kick(self, user: str) -> None:
         """Close every local connection of ``user``: an operator's :meth:`BrokerOps.kick`."""
 
+    def deliver_subscribe(self, user: str, channel: str) -> None:
+        """Join every local connection of ``user`` to ``channel`` (the server's decision)."""
+
+    def deliver_unsubscribe(self, user: str, channel: str) -> None:
+        """Take every local connection of ``user`` out of ``channel``."""
+
     def resync(self) -> None:
         """Deliveries may have been lost (the broker reconnected): check every channel."""
 
@@ -117,6 +123,14 @@ class Broker(Protocol):
         """The current epoch and a page of history (see ChannelLog.page)."""
 
     # --- presence
+
+    async def subscribe_user(self, user: str, channel: str) -> None:
+        """Have every node join ``user``'s connections to ``channel``; returns once each node
+        has been told (each node's :meth:`BrokerSink.deliver_subscribe`)."""
+
+    async def unsubscribe_user(self, user: str, channel: str) -> None:
+        """Have every node take ``user``'s connections out of ``channel``; returns once each
+        node has been told (:meth:`BrokerSink.deliver_unsubscribe`)."""
 
     async def presence_add(self, channel: str, user: str, session: str, meta: bytes) -> bool:
         """Record a connection in a channel; True when it is the user's first there."""

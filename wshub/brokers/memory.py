@@ -110,6 +110,14 @@ class MemoryBroker:
         if self._sink is not None:
             self._sink.deliver_direct(user, frame)
 
+    async def subscribe_user(self, user: str, channel: str) -> None:
+        if self._sink is not None:
+            self._sink.deliver_subscribe(user, channel)
+
+    async def unsubscribe_user(self, user: str, channel: str) -> None:
+        if self._sink is not None:
+            self._sink.deliver_unsubscribe(user, channel)
+
     async def presence_add(self, channel: str, user: str, session: str, meta: bytes) -> bool:
         return self._presence.add(channel, user, session, meta)
 

@@ -12,7 +12,11 @@ from collections.abc import Callable
 
 from wshub.model.config import Settings
 
-__all__ = ["Admission", "Refused"]
+__all__ = ["UNIDENTIFIED", "Admission", "Refused"]
+
+UNIDENTIFIED = ""
+"""Whom a connection waiting for its ``auth`` frame is admitted as: no user (never a valid
+user id), counted against the node's cap but not against any user's."""
 
 
 class Refused(enum.Enum):
@@ -56,7 +60,8 @@ class Admission:
         if self.admitted >= s.max_connections:
             return Refused.NODE_FULL
         per_user = self._per_user.get(user, 0)
-        if s.max_connections_per_user and per_user >= s.max_connections_per_user:
+        limited = s.max_connections_per_user and user != UNIDENTIFIED
+        if limited and per_user >= s.max_connections_per_user:
             return Refused.USER_FULL
         return None
 

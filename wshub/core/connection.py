@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
+from wshub.core.credentials import Credentials
 from wshub.core.permissions import Permissions
 from wshub.core.ratelimit import RateLimiter
 from wshub.model.config import MIB
@@ -123,6 +124,7 @@ class Connection:
         "channels",
         "close_code",
         "closed",
+        "credentials",
         "kind",
         "opened",
         "peer",
@@ -152,6 +154,8 @@ class Connection:
         self.rate = rate
         self.permissions = permissions
         """The channels this connection may use; None allows all (open mode)."""
+        self.credentials: Credentials | None = None
+        """The tokens behind it, when auth is configured: see :mod:`wshub.core.credentials`."""
         self.closed = False
         self.close_code: int | None = None
         self.peer = peer
@@ -196,11 +200,15 @@ class Connection:
 
     # --- shared ---------------------------------------------------------------------------
 
-    def expire_at(self, when: float) -> None:
-        """Close with 4001 at ``when`` (seconds since the Unix epoch): the token's ``exp``.
+    def expire_at(self, when: float | None) -> None:
+        """Close with 4001 at ``when`` (seconds since the Unix epoch): the token's ``exp``;
+        None: never. A refreshed token's ``exp`` replaces the one set before.
 
         One timer per connection, cancelled when the connection ends; nothing polls.
         """
+        self._cancel_expiry()
+        if when is None or self.closing:
+            return
         delay = max(0.0, when - time.time())
         self._expiry = asyncio.get_running_loop().call_later(
             delay, self.close, CloseCode.TOKEN_EXPIRED, "token expired"
@@ -246,6 +254,8 @@ class Connection:
         self.closed = True
         self._ended = True
         self._cancel_expiry()
+        if self.credentials is not None:
+            self.credentials.close()
         self._discard()
         self._bytes = 0
 

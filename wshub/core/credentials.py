@@ -17,10 +17,49 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from wshub.core.auth import Identity, TokenVerifier
+from msgspec import UNSET
 
-__all__ = ["Credentials"]
+from wshub import protocol
+from wshub.core.auth import Identity, TokenRejected, TokenVerifier
+from wshub.core.hooks import Authorize
+from wshub.protocol import ErrorCode, FrameError
+
+if TYPE_CHECKING:
+    from wshub.core.connection import Connection
+
+__all__ = ["Credentials", "may_stay", "subscription_grant"]
+
+
+async def subscription_grant(
+    conn: Connection, frame: protocol.Join, authorize: Authorize | None
+) -> float | None:
+    """The end of a ``join``'s subscription token (None: no ``exp``), or ``forbidden`` saying
+    why it does not allow the join. The connection's own patterns are not asked; the
+    ``authorize`` hook still is. Only for a connection with credentials and a ``token``."""
+    assert frame.token is not UNSET and conn.credentials is not None
+    fid = protocol.frame_id(frame)
+    try:
+        expires = conn.credentials.verifier.verify_subscription(
+            frame.token, conn.user, frame.channel
+        )
+    except TokenRejected as exc:
+        raise FrameError(ErrorCode.FORBIDDEN, f"subscription token refused: {exc}", fid) from None
+    if authorize is not None and not await authorize(conn.user, "join", frame.channel):
+        raise FrameError(ErrorCode.FORBIDDEN, f"no permission to join {frame.channel!r}", fid)
+    return expires
+
+
+def may_stay(conn: Connection, channel: str) -> bool:
+    """Whether the connection's tokens (or the server) still let it be in ``channel``: its
+    join patterns, or anything its :class:`Credentials` allow. Open mode allows everything."""
+    permissions, creds = conn.permissions, conn.credentials
+    return (
+        permissions is None
+        or permissions.allows("join", channel)
+        or (creds is not None and creds.allows(channel))
+    )
 
 
 class Credentials:
@@ -38,8 +77,8 @@ class Credentials:
         """Checks the connection's ``refresh`` tokens and ``join`` subscription tokens."""
         self.expires = identity.expires
         """The connection token's end (Unix seconds), or None."""
-        self.claimed: frozenset[str] = frozenset(identity.channels)
-        """The connection token's ``channels`` claim."""
+        self.claimed: tuple[str, ...] = identity.channels
+        """The connection token's ``channels`` claim, in its order (a short list)."""
         self.placed: set[str] = set()
         """Channels the server joined this connection to, until it leaves them."""
         self._tokens: dict[str, asyncio.TimerHandle | None] = {}
@@ -48,7 +87,7 @@ class Credentials:
     def replace(self, identity: Identity) -> None:
         """A refreshed connection token: its end and ``channels`` claim replace the old."""
         self.expires = identity.expires
-        self.claimed = frozenset(identity.channels)
+        self.claimed = identity.channels
 
     def grant(self, channel: str, expires: float | None) -> None:
         """A subscription token allowed a join of ``channel`` until ``expires`` (None: no end).

@@ -16,6 +16,7 @@ from wshub.core.channel import LocalChannel
 from wshub.core.connection import Connection
 from wshub.core.gaps import GapFiller
 from wshub.core.metrics import Metrics
+from wshub.core.server_subscriptions import ServerSubscriptions
 from wshub.model.publication import Publication
 from wshub.protocol import CloseCode
 from wshub.protocol.wire import SharedFrame
@@ -26,7 +27,7 @@ __all__ = ["Delivery"]
 class Delivery:
     """Implements :class:`~wshub.brokers.base.BrokerSink` over this node's channels and users."""
 
-    __slots__ = ("_channels", "_gaps", "_metrics", "_users")
+    __slots__ = ("_channels", "_gaps", "_metrics", "_server_subscriptions", "_users")
 
     def __init__(
         self,
@@ -35,7 +36,9 @@ class Delivery:
         users: dict[str, dict[Connection, None]],
         metrics: Metrics,
         spawn: Callable[[Awaitable[Any]], None],
+        server_subscriptions: ServerSubscriptions,
     ) -> None:
+        self._server_subscriptions = server_subscriptions
         self._channels = channels
         self._users = users
         self._metrics = metrics
@@ -66,3 +69,9 @@ class Delivery:
         # back (docs/protocol.md, "Close codes": on 1008 a client does not reconnect by itself).
         for conn in list(self._users.get(user, ())):
             conn.close(CloseCode.POLICY_VIOLATION, "disconnected by the server")
+
+    def deliver_subscribe(self, user: str, channel: str) -> None:
+        self._server_subscriptions.deliver_subscribe(user, channel)
+
+    def deliver_unsubscribe(self, user: str, channel: str) -> None:
+        self._server_subscriptions.deliver_unsubscribe(user, channel)

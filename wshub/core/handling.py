@@ -18,10 +18,13 @@ from wshub.brokers.base import Broker, BrokerTimeout, BrokerUnavailable
 from wshub.core import serving
 from wshub.core.clock import Clock
 from wshub.core.connection import Connection
+from wshub.core.credentials import subscription_grant
 from wshub.core.hooks import HookRefusal, Hooks
 from wshub.core.metrics import Metrics
 from wshub.core.publishing import Publisher
 from wshub.core.read_budget import ReadBudget
+from wshub.core.refresh import refresh
+from wshub.core.server_subscriptions import ServerSubscriptions
 from wshub.core.serving import bounded
 from wshub.core.subscriptions import Subscriptions
 from wshub.model.config import Settings
@@ -41,6 +44,7 @@ class FrameHandler:
         "_metrics",
         "_publisher",
         "_reads",
+        "_server_subscriptions",
         "_settings",
         "_subscriptions",
     )
@@ -55,6 +59,7 @@ class FrameHandler:
         reads: ReadBudget,
         subscriptions: Subscriptions,
         publisher: Publisher,
+        server_subscriptions: ServerSubscriptions,
     ) -> None:
         self._broker = broker
         self._settings = settings
@@ -64,6 +69,7 @@ class FrameHandler:
         self._reads = reads
         self._subscriptions = subscriptions
         self._publisher = publisher
+        self._server_subscriptions = server_subscriptions
 
     async def handle_text(self, conn: Connection, text: str, deadline: float | None) -> None:
         if conn.closing:  # e.g. its token expired: nothing more is done on its behalf
@@ -91,10 +97,16 @@ class FrameHandler:
             self._error(conn, ErrorCode.BAD_FRAME, "binary frames are not accepted")
 
     async def allowed(self, conn: Connection, action: str, channel: str) -> bool:
-        """Both the connection's own permissions and the ``authorize`` hook must agree."""
+        """Both the connection's own permissions and the ``authorize`` hook must agree.
+
+        To join (and so read) a channel, a subscription token, the token's ``channels`` or the
+        server's own placement count as permission too (:mod:`wshub.core.credentials`).
+        """
         permissions = conn.permissions
         if permissions is not None and not permissions.allows(action, channel):
-            return False
+            creds = conn.credentials
+            if action != "join" or creds is None or not creds.allows(channel):
+                return False
         authorize = self._hooks.authorize
         if authorize is None:
             return True
@@ -150,8 +162,7 @@ class FrameHandler:
             case protocol.Publish():
                 await self._publish(conn, frame)
             case protocol.Join():
-                await self._check(conn, "join", frame.channel, frame)
-                await self._subscriptions.join(conn, frame)
+                await self._join(conn, frame)
             case protocol.Leave():
                 await self._subscriptions.leave(conn, frame)
             case protocol.Send():
@@ -179,6 +190,26 @@ class FrameHandler:
                 conn.push(history_frame(frame.channel, current, pubs, protocol.frame_id(frame)))
             case protocol.Ping():
                 conn.push(protocol.encode(protocol.Pong(id=fid)))
+            case protocol.Refresh():
+                await refresh(conn, frame, self._server_subscriptions)
+            case protocol.Auth():
+                raise FrameError(
+                    ErrorCode.BAD_REQUEST,
+                    "already identified: auth is only the first frame of a connection "
+                    "opened without a token (to replace the token, send refresh)",
+                    protocol.frame_id(frame),
+                )
+
+    async def _join(self, conn: Connection, frame: protocol.Join) -> None:
+        creds = conn.credentials
+        if frame.token is UNSET or creds is None:  # in open mode a token is not even read
+            await self._check(conn, "join", frame.channel, frame)
+            await self._subscriptions.join(conn, frame)
+            return
+        expires = await subscription_grant(conn, frame, self._hooks.authorize)
+        await self._subscriptions.join(conn, frame)
+        if frame.channel in conn.channels:
+            creds.grant(frame.channel, expires)  # a fresh token for a joined channel: a new end
 
     async def _check(
         self, conn: Connection, action: str, channel: str, frame: protocol.ClientFrame

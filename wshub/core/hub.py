@@ -8,7 +8,9 @@
 - :mod:`~wshub.core.handling`: a client's frames, with limits and authorization;
 - :mod:`~wshub.core.subscriptions`: joins, leaves and presence;
 - :mod:`~wshub.core.delivery`: what the broker hands the node, fanned out, gaps repaired;
-- :mod:`~wshub.core.publishing`: the one road of every publication and direct message.
+- :mod:`~wshub.core.publishing`: the one road of every publication and direct message;
+- :mod:`~wshub.core.server_subscriptions`: the joins and leaves the server makes (a token's
+  ``channels``, :meth:`HubCore.subscribe`, a refresh, a subscription token's end).
 
 It talks to a :class:`~wshub.brokers.base.Broker`, a :class:`~wshub.core.metrics.Metrics`
 sink and a :class:`~wshub.core.connection.ConnectionFactory`, all given to it, and to
@@ -23,10 +25,14 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any
 
+from wshub import protocol
 from wshub.brokers.base import Broker
+from wshub.core import serving
 from wshub.core.admission import Admission, Refused
+from wshub.core.auth import Identity, TokenVerifier
 from wshub.core.clock import Clock
 from wshub.core.connection import AsgiConnection, Connection, ConnectionFactory, Socket
+from wshub.core.credentials import Credentials
 from wshub.core.delivery import Delivery
 from wshub.core.handling import FrameHandler
 from wshub.core.hooks import Authorize, Hooks, OnConnect, OnDisconnect, OnPublish
@@ -36,10 +42,12 @@ from wshub.core.permissions import Permissions
 from wshub.core.publishing import Publisher
 from wshub.core.read_budget import ReadBudget
 from wshub.core.registry import Registry
+from wshub.core.server_subscriptions import ServerSubscriptions
 from wshub.core.subscriptions import Subscriptions
 from wshub.core.tasks import Tasks
 from wshub.model.config import Settings
 from wshub.model.publication import Publication
+from wshub.protocol import ErrorCode, FrameId
 
 __all__ = ["HubCore", "Refused"]
 
@@ -77,20 +85,21 @@ class HubCore:
         self._tasks = Tasks()
         reads = ReadBudget(s.unjoined_read_rate, s.max_channels, lambda: self._clock.now())
         self._subscriptions = Subscriptions(broker, s, self.metrics)
+        self._server_subscriptions = ServerSubscriptions(self)
         self._registry = Registry(
             broker, s, self.metrics, self.hooks, self._clock, writers, self._tasks.spawn,
             self._subscriptions, reads,
         )  # fmt: skip
         self._delivery = Delivery(
             broker, self._subscriptions.channels, self._registry.users, self.metrics,
-            self._tasks.spawn,
+            self._tasks.spawn, self._server_subscriptions,
         )  # fmt: skip
         self._lifecycle = Lifecycle(broker, self._delivery, self._registry.attached, self._tasks)
         self._admission = Admission(s, lambda: self._lifecycle.draining)
         self._publisher = Publisher(broker, s, self.metrics, self.start)
         self._frames = FrameHandler(
             broker, s, self.metrics, self.hooks, self._clock, reads, self._subscriptions,
-            self._publisher,
+            self._publisher, self._server_subscriptions,
         )  # fmt: skip
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -181,22 +190,33 @@ class HubCore:
         permissions: Permissions | None = None,
         expires: float | None = None,
         peer: str = "",
+        verifier: TokenVerifier | None = None,
+        channels: tuple[str, ...] = (),
     ) -> Connection:
         """Create and register a connection for an admitted user, with its writer started.
 
         ``permissions`` limit the channels it may use (None: all); ``expires`` (seconds since
         the Unix epoch) closes it with 4001 at that moment, when its token ends; ``peer`` is
-        the client's address, for the log.
+        the client's address, for the log. ``verifier`` checks its ``refresh`` and
+        subscription tokens, and ``channels`` (its token's claim) are joined by :meth:`greet`.
         """
-        return self._registry.connect(user, socket, kind, permissions, expires, peer)
+        conn = self._registry.connect(user, socket, kind, permissions, expires, peer)
+        if verifier is not None:
+            identity = Identity(user, permissions, expires, channels)
+            expired = self._server_subscriptions.expired
+            conn.credentials = Credentials(verifier, identity, lambda ch: expired(conn, ch))
+        return conn
 
     async def watch_direct(self, conn: Connection) -> None:
         """Make sure direct messages for the connection's user reach this node."""
         await self._registry.watch_direct(conn)
 
-    async def greet(self, conn: Connection) -> None:
-        """Queue the ``welcome`` frame, then tell the ``on_connect`` hook."""
-        await self._registry.greet(conn, self.node)
+    async def greet(self, conn: Connection, frame_id: FrameId | None = None) -> None:
+        """Queue the ``welcome`` frame (answering the ``auth`` frame ``frame_id``, if the
+        identity came that way), tell the ``on_connect`` hook, then join the token's
+        ``channels``."""
+        await self._registry.greet(conn, self.node, frame_id)
+        await self._server_subscriptions.join_claimed(conn)
 
     async def detach(self, conn: Connection, code: int | None = None) -> None:
         """Forget a connection that is over: its channels, presence and queue. Idempotent.
@@ -247,6 +267,28 @@ class HubCore:
     def sleep(self, sleep: Callable[[float], Awaitable[None]]) -> None:
         self._clock.sleep = sleep
 
+    # --- the server's own joins (server_subscriptions.Node) --------------------------------
+
+    async def join_channel(
+        self, conn: Connection, frame: protocol.Join, *, by_server: bool = False
+    ) -> None:
+        await self._subscriptions.join(conn, frame, by_server)
+
+    async def leave_channel(self, conn: Connection, channel: str) -> None:
+        await self._subscriptions.unsubscribe(conn, channel)
+
+    def connections_of(self, user: str) -> list[Connection]:
+        return list(self._registry.users.get(user, ()))
+
+    def spawn(self, work: Awaitable[Any]) -> None:
+        self._tasks.spawn(work)
+
+    def send_error(
+        self, conn: Connection, code: ErrorCode, message: str, frame_id: FrameId | None = None
+    ) -> None:
+        self.metrics.error(code.value)
+        conn.push(protocol.error(code, message, frame_id))
+
     # --- deliveries from the broker --------------------------------------------------------
 
     def resync(self) -> None:
@@ -278,6 +320,31 @@ class HubCore:
         library, the HTTP API), so each is counted and timed once. The caller checks the
         channel name and the key, and starts the hub."""
         return self._publisher.publish_raw(channel, data, sender, idempotency_key)
+
+    async def subscribe(self, user: str, channel: str) -> None:
+        """Join every connection of ``user``, on every node, to ``channel``: each gets
+        ``subscribed``, then the channel's messages, whatever its permissions. Returns once
+        every node has been told; a user with no connection is no error. Within
+        ``settings.reply_timeout`` (else :class:`~wshub.brokers.BrokerTimeout`, or
+        :class:`~wshub.brokers.BrokerUnavailable`: no node was told)."""
+        await self._place(user, channel, self.broker.subscribe_user)
+
+    async def unsubscribe(self, user: str, channel: str) -> None:
+        """Take every connection of ``user``, on every node, out of ``channel``: each gets
+        ``unsubscribed`` with reason ``server``. As :meth:`subscribe` otherwise."""
+        await self._place(user, channel, self.broker.unsubscribe_user)
+
+    async def _place(
+        self, user: str, channel: str, tell: Callable[[str, str], Awaitable[None]]
+    ) -> None:
+        if not protocol.is_user_id(user):
+            raise ValueError(f"invalid user id {user!r}")
+        if not protocol.is_channel_name(channel):
+            raise ValueError(f"invalid channel name {channel!r}")
+        await self.start()
+        timeout = self.settings.reply_timeout
+        telling = serving.bounded(tell(user, channel), effect=True)
+        await serving.within(serving.deadline_in(timeout), timeout, telling)
 
     async def send(self, user: str, data: Any, sender: str | None = None) -> None:
         """Send ``data`` to every connection of ``user``, on every node, within

@@ -18,6 +18,7 @@ from wshub.brokers.base import Broker, BrokerUnavailable
 from wshub.core.clock import Clock
 from wshub.core.connection import Connection, ConnectionFactory, Socket
 from wshub.core.hooks import Hooks
+from wshub.core.identity import expires_field
 from wshub.core.metrics import Metrics
 from wshub.core.permissions import Permissions
 from wshub.core.ratelimit import RateLimiter
@@ -42,6 +43,7 @@ CLOSE_NAMES: dict[int, str] = {
     1011: "internal error",
     1012: "service restart",
     4001: "token expired",
+    4003: "no identity",
     4008: "slow consumer",
 }
 
@@ -134,20 +136,26 @@ class Registry:
             except BrokerUnavailable:
                 log.warning("broker unavailable: direct messages to %s may not arrive", conn.user)
 
-    def welcome(self, conn: Connection, node: str) -> None:
+    def welcome(self, conn: Connection, node: str, frame_id: protocol.FrameId | None) -> None:
         s = self._settings
         server = protocol.ServerInfo(s.server_name, __version__, node)
-        conn.push(
-            protocol.encode(
-                protocol.Welcome(
-                    user=conn.user, session=conn.session, server=server, heartbeat=s.ping_interval
-                )
-            )
+        creds = conn.credentials
+        welcome = protocol.Welcome(
+            user=conn.user,
+            session=conn.session,
+            server=server,
+            heartbeat=s.ping_interval,
+            expires=expires_field(None if creds is None else creds.expires),
+            id=protocol.reply_id(frame_id),
         )
+        conn.push(protocol.encode(welcome))
 
-    async def greet(self, conn: Connection, node: str) -> None:
-        """Queue the ``welcome`` frame, then tell the ``on_connect`` hook."""
-        self.welcome(conn, node)
+    async def greet(
+        self, conn: Connection, node: str, frame_id: protocol.FrameId | None = None
+    ) -> None:
+        """Queue the ``welcome`` frame (answering the ``auth`` frame ``frame_id``, when the
+        identity came that way), then tell the ``on_connect`` hook."""
+        self.welcome(conn, node, frame_id)
         on_connect = self._hooks.on_connect
         if on_connect is not None:
             try:

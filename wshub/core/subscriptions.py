@@ -57,8 +57,12 @@ class Subscriptions:
             if not name.startswith(INTERNAL)
         }
 
-    async def join(self, conn: Connection, frame: protocol.Join) -> None:
-        """Serve a ``join`` whose permission was checked: reply, replay, then live messages."""
+    async def join(self, conn: Connection, frame: protocol.Join, by_server: bool = False) -> None:
+        """Serve a ``join`` whose permission was checked: reply, replay, then live messages.
+
+        ``by_server``: a join the server makes (:mod:`wshub.core.server_subscriptions`),
+        answered ``subscribed``; for a channel already joined it does nothing.
+        """
         channel = frame.channel
         fid = protocol.frame_id(frame)
         broker = self._broker
@@ -70,6 +74,8 @@ class Subscriptions:
         since = frame.since
         offset, epoch = (None, None) if since is UNSET else (since.offset, since.epoch)
         if channel in conn.channels:
+            if by_server:
+                return
             # Already subscribed: nothing to resend; refresh the presence meta.
             rec = await bounded(broker.recover(channel, offset, epoch), effect=False)
             conn.push(_joined(channel, rec.offset, rec.epoch, rec.recovered, fid))
@@ -115,7 +121,10 @@ class Subscriptions:
         self._metrics.joined()
         self._metrics.recovered(time.perf_counter() - started, len(rec.publications))
         ch.learn_position(rec.offset, rec.epoch)
-        conn.push(_joined(channel, rec.offset, rec.epoch, rec.recovered, fid))
+        if by_server:
+            conn.push(protocol.encode(protocol.Subscribed(channel, rec.offset, rec.epoch)))
+        else:
+            conn.push(_joined(channel, rec.offset, rec.epoch, rec.recovered, fid))
         for pub in rec.publications:
             conn.push(pub.text())  # not pub.frame: a cache would live as long as the history
         start = rec.offset
@@ -142,6 +151,8 @@ class Subscriptions:
         if frame.channel not in conn.channels:
             raise FrameError(ErrorCode.NOT_JOINED, f"not joined to {frame.channel!r}", fid)
         del conn.channels[frame.channel]
+        if conn.credentials is not None:
+            conn.credentials.left(frame.channel)
         await self.unsubscribe(conn, frame.channel)
         conn.push(protocol.encode(protocol.Left(channel=frame.channel, id=protocol.reply_id(fid))))
 

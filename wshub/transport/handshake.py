@@ -96,12 +96,25 @@ class Handshake:
     def open_mode(self) -> bool:
         return self.verifier is None
 
-    def identify(self, scope: Mapping[str, Any]) -> Identity | Refusal:
-        """Who is connecting, or why the handshake is refused (403 origin, 401 token)."""
+    def _foreign(self, scope: Mapping[str, Any]) -> Refusal | None:
         if self.allowed_origins:
             origin = _header(scope, b"origin")
             if origin is not None and normalize_origin(origin) not in self.allowed_origins:
                 return Refusal(403, f"origin not allowed: {origin}")
+        return None
+
+    def identify_or_wait(self, scope: Mapping[str, Any]) -> Identity | Refusal | None:
+        """As :meth:`identify`, for an endpoint that also takes identity in an ``auth`` frame:
+        with auth configured and no token at all, None (identity comes after the upgrade)."""
+        if self.verifier is not None and not bearer_token(scope):
+            return self._foreign(scope)
+        return self.identify(scope)
+
+    def identify(self, scope: Mapping[str, Any]) -> Identity | Refusal:
+        """Who is connecting, or why the handshake is refused (403 origin, 401 token)."""
+        foreign = self._foreign(scope)
+        if foreign is not None:
+            return foreign
         if self.verifier is None:
             user = open_mode_user(scope)
             if user is None:

@@ -213,6 +213,10 @@ class RedisBroker:
             sink.deliver_direct(target[1], data[1:].decode())
         elif tag == b"k":
             sink.deliver_kick(target[1])
+        elif tag == b"s":
+            sink.deliver_subscribe(target[1], data[1:].decode())
+        elif tag == b"u":
+            sink.deliver_unsubscribe(target[1], data[1:].decode())
 
     # --- publications and history ---------------------------------------------------------
 
@@ -272,6 +276,14 @@ class RedisBroker:
 
     async def send(self, user: str, frame: str) -> None:
         await self._call(self._redis.publish(self._user_channel(user), b"d" + frame.encode()))
+
+    async def subscribe_user(self, user: str, channel: str) -> None:
+        # PUBLISH returns once Redis has handed the command to every subscribed node: the
+        # nodes with a connection of this user (see watch()).
+        await self._call(self._redis.publish(self._user_channel(user), b"s" + channel.encode()))
+
+    async def unsubscribe_user(self, user: str, channel: str) -> None:
+        await self._call(self._redis.publish(self._user_channel(user), b"u" + channel.encode()))
 
     # --- presence -------------------------------------------------------------------------
 

@@ -18,7 +18,8 @@ that one channel's keys live on one shard):
 - ``P:nodes:evicting``  sorted set: evicted node -> when its cleanup was handed out
 - ``P:node:<id>:chans``  set of the channels where a node has presence entries
 - ``P:user:{U}``   pub/sub channel: ``d`` + frame (direct message), ``k`` (kick: close the
-  user's connections)
+  user's connections), ``s`` / ``u`` + channel (join to / take out of that channel:
+  server-side subscriptions)
 - ``P:stats``      set of the nodes that shared their dashboard figures; ``P:stats:<node>``
   the figures (JSON), expiring unless shared again
 

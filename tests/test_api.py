@@ -44,6 +44,8 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/api/channels/news:x/presence", None),
     ("GET", "/api/channels/news:x/history", None),
     ("POST", "/api/disconnect", {"user": "nobody"}),
+    ("POST", "/api/subscribe", {"user": "nobody", "channel": "a"}),
+    ("POST", "/api/unsubscribe", {"user": "nobody", "channel": "a"}),
 ]
 
 
@@ -265,6 +267,8 @@ FUZZ = settings(
         ("/api/publish", ("channel", "data", "idempotency_key"), 200),
         ("/api/send", ("to", "data"), 204),
         ("/api/disconnect", ("user",), 204),
+        ("/api/subscribe", ("user", "channel"), 204),
+        ("/api/unsubscribe", ("user", "channel"), 204),
     ],
 )
 def test_fuzzed_bodies_get_422_or_success(

@@ -240,3 +240,32 @@ async def test_refresh_racing_a_publication_loses_and_repeats_nothing(
         offsets = [m["offset"] for m in got]
         assert offsets == list(range(offsets[0], offsets[0] + count))
         await still_usable(hal)
+
+
+async def test_a_subscription_token_in_the_url_is_refused_401(node: ServerProcess) -> None:
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with connect(node.url, token=sub_token("ann", "room:1")):
+            pass
+    assert refused.value.response.status_code == 401
+    assert b"subscription token" in refused.value.response.body
+
+
+async def test_refresh_leaves_presence_of_the_channels_it_keeps_alone(node: ServerProcess) -> None:
+    async with (
+        connect(node.url, token=token("pia", join=["hall:*"])) as pia,
+        connect(node.url, token=token("quin", join=["hall:*"])) as quin,
+    ):
+        await quin.join("hall:1")
+        await pia.join("hall:1", meta={"seat": 3})
+        assert (await quin.expect("member_joined"))["user"] == "pia"
+        ack = await pia.request({"type": "refresh", "token": token("pia", join=["hall:*"])})
+        assert ack["type"] == "ack"
+        presence = await quin.request({"type": "presence", "channel": "hall:1"})
+        assert {m["user"]: m["meta"] for m in presence["members"]} == {
+            "pia": {"seat": 3},
+            "quin": None,
+        }
+        # No member_left or member_joined came for pia's refresh: the next frame is the reply.
+        assert not quin._backlog
+        await pia.request({"type": "refresh", "token": token("pia", join=[])})
+        assert (await quin.expect("member_left"))["user"] == "pia"

@@ -25,7 +25,7 @@ from tests.identity_support import (
     unidentified,
     until_past,
 )
-from tests.support import Client, RedisProcess, ServerProcess, connect
+from tests.support import Client, RedisProcess, ServerProcess, connect, serve_in_process
 from wshub.core.tokens import Claims, Signer
 
 KEY = "an-api-key-for-the-subscription-tests"
@@ -260,3 +260,76 @@ async def test_api_subscribe_reaches_the_users_connections_on_every_node(
         for c in (on_a, on_b):
             assert (await c.recv())["data"] == "marker"
         assert (await post(b, "/api/subscribe", {"user": "zed", "channel": "x"})).is_success
+
+
+async def test_a_server_join_over_the_channel_limit_is_an_error_naming_the_channel(
+    make_server: ServerFactory,
+) -> None:
+    small = make_server("--max-channels", "1", WSHUB_JWT_SECRET=SECRET, WSHUB_API_KEY=KEY)
+    async with connect(small.url, token=token("kim", join=["*"])) as kim:
+        await kim.join("mine:1")
+        assert (await post(small, "/api/subscribe", {"user": "kim", "channel": "ops:9"})).is_success
+        refused = await kim.expect("error")
+        assert refused["code"] == "limit" and "'ops:9'" in refused["message"]
+        assert "id" not in refused
+        # The API also takes a connection out of a channel it joined by itself.
+        assert (
+            await post(small, "/api/unsubscribe", {"user": "kim", "channel": "mine:1"})
+        ).is_success
+        assert (await kim.expect("unsubscribed"))["reason"] == "server"
+
+
+async def test_a_pattern_keeps_the_channel_when_its_subscription_token_ends(
+    node: ServerProcess,
+) -> None:
+    async with connect(node.url, token=token("lee", join=["room:*"])) as lee:
+        await lee.join("room:p", token=sub_token("lee", "room:p", ttl=1))
+        await lee.join("other:1", token=sub_token("lee", "other:1", ttl=1))
+        # other:1 leaves at the common end; room:p, which the patterns allow, stays.
+        assert await lee.expect("unsubscribed") == {
+            "type": "unsubscribed",
+            "channel": "other:1",
+            "reason": "expired",
+        }
+        await still_usable(lee)
+        assert not lee._backlog
+        assert (await lee.request({"type": "leave", "channel": "room:p"}))["type"] == "left"
+
+
+async def test_open_mode_does_not_read_a_joins_token(server: ServerProcess) -> None:
+    async with connect(server.url, "mo") as mo:
+        assert (await mo.join("any:1", token="not even a jwt"))["type"] == "joined"
+
+
+async def test_library_hub_subscribe_and_the_authorize_hook() -> None:
+    from fastapi import FastAPI
+
+    from wshub import Hub
+    from wshub.app.server import build_router
+    from wshub.core.auth import TokenVerifier
+    from wshub.transport.handshake import Handshake
+
+    asked: list[tuple[str, str, str]] = []
+
+    async def authorize(user: str, action: str, channel: str) -> bool:
+        asked.append((user, action, channel))
+        return channel != "room:closed"
+
+    hub = Hub("memory://", authorize=authorize)
+    app = FastAPI()
+    app.include_router(build_router(hub, Handshake(TokenVerifier.from_secret(SECRET))))
+    async with serve_in_process(app) as host, connect(f"ws://{host}", token=token("nia")) as nia:
+        await nia.join("room:open", token=sub_token("nia", "room:open"))
+        closed = await nia.request(
+            {"type": "join", "channel": "room:closed", "token": sub_token("nia", "room:closed")}
+        )
+        assert closed["code"] == "forbidden"  # the token allows it; the hook does not
+        assert asked == [("nia", "join", "room:open"), ("nia", "join", "room:closed")]
+        await hub.subscribe("nia", "room:closed")  # the server's own join asks no one
+        assert (await nia.expect("subscribed"))["channel"] == "room:closed"
+        assert len(asked) == 2
+        await hub.unsubscribe("nia", "room:closed")
+        assert (await nia.expect("unsubscribed"))["reason"] == "server"
+        await hub.subscribe("nobody", "room:open")  # no connection: no error
+        with pytest.raises(ValueError, match="channel"):
+            await hub.subscribe("nia", "bad channel")

@@ -37,13 +37,18 @@ _SCHEMAS: Final = "#/components/schemas/{name}"
 _CHANNEL: Final = "#/channels/ws"
 
 DESCRIPTION: Final = """\
-wshub's WebSocket protocol, version 2 (its `auth` and `refresh` frames, subscription
-tokens and server-side subscriptions are not served yet). Every frame, either way, is one
-JSON object in a text frame, tagged by its `type`. A client frame may carry an `id` (integer
-or string); the reply carries the same `id`. Errors keep the connection open.
+wshub's WebSocket protocol, version 2 (the Server-Sent Events transport is not served yet).
+Every frame, either way, is one JSON object in a text frame, tagged by its `type`. A client
+frame may carry an `id` (integer or string); the reply carries the same `id`. Errors keep the
+connection open.
 
-Identity: with auth configured, a JWT as `?token=` or `Authorization: Bearer`; in open mode,
-`?user=NAME`. Refused handshakes get an HTTP status before the upgrade (401, 403, 503 with
+Identity: with auth configured, a JWT as `?token=`, as `Authorization: Bearer`, or (keeping
+it out of URLs and logs) in an `auth` frame right after the upgrade, answered by `welcome`
+(nothing else is served before it; a bad token or none within `--auth-timeout` closes with
+4003). `refresh` replaces the token without a reconnect. A `join` may carry a subscription
+token for that channel; the token claim `channels` and the HTTP API join a connection to
+channels (`subscribed`) and take it out (`unsubscribed`). In open mode, `?user=NAME`.
+Refused handshakes get an HTTP status before the upgrade (401, 403, 503 with
 `Retry-After`). After a reconnect, `join` with `since` (the last offset and epoch seen)
 replays what was missed, or answers `recovered: false` when that is no longer possible.
 Every frame with an `id` is answered within a bound, even when the broker is slow:
@@ -130,7 +135,10 @@ def _body() -> dict[str, Any]:
     query = {
         "type": "object",
         "properties": {
-            "token": {"type": "string", "description": "A JWT, when auth is configured."},
+            "token": {
+                "type": "string",
+                "description": "A JWT, when auth is configured (or send it in an auth frame).",
+            },
             "user": {
                 "type": "string",
                 "pattern": protocol.USER_PATTERN,

@@ -436,9 +436,14 @@ def library_app(s: Snippet, run: Run) -> None:
 def library_auth(s: Snippet, run: Run) -> None:
     async def check(host: str) -> None:
         with pytest.raises(websockets.InvalidStatus) as refused:
-            await websockets.connect(f"ws://{host}/ws")
+            await websockets.connect(f"ws://{host}/ws?token=forged")
         assert refused.value.response.status_code == 401
         token = mint_token(SECRET, "dana", ["orders:*"])
+        async with websockets.connect(f"ws://{host}/ws") as ws:  # the token in the auth frame
+            await ws.send(json.dumps({"type": "join", "id": 1, "channel": "orders:1"}))
+            assert json.loads(await ws.recv())["code"] == "unauthorized"
+            await ws.send(json.dumps({"type": "auth", "id": 2, "token": token}))
+            assert json.loads(await ws.recv())["type"] == "welcome"
         async with connect(f"ws://{host}", token=token) as dana:
             assert dana.welcome["user"] == "dana"
         status, _ = await asyncio.to_thread(
@@ -463,6 +468,40 @@ def library_page(s: Snippet, run: Run) -> None:
             await alice.join("orders:1")
 
     serve_app(s, run, check)
+
+
+def security_backend(s: Snippet, run: Run) -> None:
+    """The FastAPI backend's tokens, used as a browser would against a real hub."""
+    hub = ServerProcess(env={"WSHUB_JWT_SECRET": SECRET}).start()
+
+    async def check(host: str) -> None:
+        status, body = await asyncio.to_thread(http, f"http://{host}/wshub/token")
+        assert status == 200
+        async with websockets.connect(f"{hub.url}/ws") as ws:  # no token in the URL
+            await ws.send(json.dumps({"type": "auth", "id": 1, "token": json.loads(body)["token"]}))
+            welcome = json.loads(await ws.recv())
+            assert (welcome["type"], welcome["user"], welcome["id"]) == ("welcome", "alice", 1)
+            assert welcome["expires"] - time.time() > 290
+            subscribed = json.loads(await ws.recv())
+            assert (subscribed["type"], subscribed["channel"]) == ("subscribed", "news")
+            status, body = await asyncio.to_thread(http, f"http://{host}/wshub/rooms/42/token")
+            assert status == 200
+            room = json.loads(body)["token"]
+            await ws.send(
+                json.dumps({"type": "join", "id": 2, "channel": "room:42", "token": room})
+            )
+            assert json.loads(await ws.recv())["type"] == "joined"
+            status, _ = await asyncio.to_thread(http, f"http://{host}/wshub/rooms/7/token")
+            assert status == 403
+            status, body = await asyncio.to_thread(http, f"http://{host}/wshub/token")
+            refresh = {"type": "refresh", "id": 3, "token": json.loads(body)["token"]}
+            await ws.send(json.dumps(refresh))
+            assert json.loads(await ws.recv())["type"] == "ack"
+
+    try:
+        serve_app(s, run, check, WSHUB_JWT_SECRET=SECRET)
+    finally:
+        hub.stop()
 
 
 How = Callable[[Snippet, Run], None] | str
@@ -505,6 +544,7 @@ HOW: dict[tuple[str, str], How] = {
     ("docs/library.md", 'hub = Hub("memory://")'): library_page,
     ("docs/scaling.md", "wshub serve --broker"): scaling_lines,
     ("docs/security.md", "export WSHUB_JWT_SECRET="): security_token,
+    ("docs/security.md", "SECRET = os.environ"): security_backend,
 }
 
 

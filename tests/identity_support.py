@@ -17,7 +17,7 @@ SECRET = "a-test-secret-long-enough-for-hs256-and-for-hs512-which-wants-64-bytes
 SIGNER = Signer.from_secret(SECRET)
 
 
-def token(user: str = "ann", ttl: float = 600, now: float | None = None, **claims: Any) -> str:
+def token(user: str = "ann", ttl: float = 86400, now: float | None = None, **claims: Any) -> str:
     return SIGNER.sign(Claims(user, ttl=ttl, **claims), now)
 
 
@@ -25,7 +25,7 @@ def expired(user: str = "ann") -> str:
     return token(user, ttl=1, now=time.time() - 60)
 
 
-def sub_token(user: str, channel: str, ttl: float = 600) -> str:
+def sub_token(user: str, channel: str, ttl: float = 86400) -> str:
     return SIGNER.sign(Claims(user, channel=channel, ttl=ttl))
 
 

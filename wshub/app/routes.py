@@ -177,7 +177,9 @@ class _Endpoint:
             if identity is None:
                 verifier = self.handshake.verifier
                 assert verifier is not None  # identify() says None only with auth configured
-                identified = await identify_in_band(receive, send, verifier, hub.settings)
+                identified = await identify_in_band(
+                    receive, send, verifier, hub.settings, hub.awaiting_auth
+                )
                 if identified is None:
                     return
                 # Counted again as the user it turned out to be: the node's count is

@@ -95,6 +95,7 @@ class HubCore:
             self._tasks.spawn, self._server_subscriptions,
         )  # fmt: skip
         self._lifecycle = Lifecycle(broker, self._delivery, self._registry.attached, self._tasks)
+        self.awaiting_auth = self._lifecycle.awaiting_auth  # connections before their auth
         self._admission = Admission(s, lambda: self._lifecycle.draining)
         self._publisher = Publisher(broker, s, self.metrics, self.start)
         self._frames = FrameHandler(

@@ -11,6 +11,7 @@ import asyncio
 import logging
 
 from wshub.brokers.base import Broker, BrokerSink
+from wshub.core.awaiting_auth import AwaitingAuth
 from wshub.core.connection import Connection
 from wshub.core.tasks import Tasks
 from wshub.protocol import CloseCode
@@ -27,7 +28,9 @@ and a development node with a page or two open stops at once."""
 
 
 class Lifecycle:
-    __slots__ = ("_attached", "_broker", "_lock", "_sink", "_tasks", "draining", "started")
+    __slots__ = (
+        "_attached", "_broker", "_lock", "_sink", "_tasks", "awaiting_auth", "draining", "started"
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -40,6 +43,8 @@ class Lifecycle:
         self._sink = sink
         self._attached = attached
         self._tasks = tasks
+        self.awaiting_auth = AwaitingAuth()
+        """Connections waiting for their ``auth`` frame: closed by a drain or a stop too."""
         self._lock = asyncio.Lock()
         self.started = False
         self.draining = False
@@ -53,6 +58,7 @@ class Lifecycle:
     async def stop(self) -> None:
         if not self.started:
             return
+        self.awaiting_auth.close_all()
         for conn in list(self._attached):
             conn.close(CloseCode.GOING_AWAY, "server shutting down")
         self._tasks.cancel_all()
@@ -61,6 +67,8 @@ class Lifecycle:
 
     async def drain(self, seconds: float, close_timeout: float) -> None:
         self.draining = True
+        # Nobody's yet, and never to be on this node: they go first, without the auth timeout.
+        self.awaiting_auth.close_all()
         loop = asyncio.get_running_loop()
         conns = [c for c in self._attached if not c.closing]
         batches = max(1, min(len(conns) // DRAIN_MIN_BATCH, int(seconds / DRAIN_TICK)))
@@ -83,7 +91,7 @@ class Lifecycle:
 
     async def _all_detached(self, timeout: float) -> bool:
         deadline = asyncio.get_running_loop().time() + timeout
-        while self._attached:
+        while self._attached or self.awaiting_auth:
             if asyncio.get_running_loop().time() >= deadline:
                 return False
             await asyncio.sleep(0.05)

@@ -78,8 +78,12 @@ class Subscriptions:
                 return
             # Already subscribed: nothing to resend; refresh the presence meta.
             rec = await bounded(broker.recover(channel, offset, epoch), effect=False)
-            conn.push(_joined(channel, rec.offset, rec.epoch, rec.recovered, fid))
+            _still_in(conn, channel, fid)
             await bounded(broker.presence_add(channel, conn.user, conn.session, meta), effect=True)
+            if channel not in conn.channels:  # its leave may have run before this add
+                await serving.after_reply(lambda: self.unsubscribe(conn, channel))
+                _still_in(conn, channel, fid)
+            conn.push(_joined(channel, rec.offset, rec.epoch, rec.recovered, fid))
             return
         if len(conn.channels) >= self._settings.max_channels:
             raise FrameError(
@@ -97,16 +101,21 @@ class Subscriptions:
                 await bounded(asyncio.shield(ch.subscribed), effect=False)
             started = time.perf_counter()
             rec = await bounded(broker.recover(channel, offset, epoch), effect=False)
-            if channel not in conn.channels:
-                return  # detached meanwhile; detach() cleaned up
+            if channel not in conn.channels:  # detached or taken out: that cleaned up
+                if by_server or conn.closing:
+                    return
+                _still_in(conn, channel, fid)
             # Presence before the reply: once a client holds ``joined``, everyone who joins
             # after it sees it in presence and no stale ``member_joined`` for it.
             first = await bounded(
                 broker.presence_add(channel, conn.user, conn.session, meta), effect=True
             )
-            if channel not in conn.channels:  # detached while being registered
-                await self.unsubscribe(conn, channel)
-                return
+            if channel not in conn.channels:  # detached or taken out while being registered
+                if by_server or conn.closing:
+                    await self.unsubscribe(conn, channel)
+                    return
+                await serving.after_reply(lambda: self.unsubscribe(conn, channel))
+                _still_in(conn, channel, fid)
             if first:
                 event = protocol.MemberJoined(channel=channel, user=conn.user, meta=Raw(meta))
                 await bounded(
@@ -221,6 +230,18 @@ class Subscriptions:
             del self.channels[ch.name]
             with contextlib.suppress(BrokerUnavailable):
                 await bounded(self._broker.unsubscribe(ch.name), effect=False)
+
+
+def _still_in(conn: Connection, channel: str, fid: protocol.FrameId | None) -> None:
+    """A ``join`` whose channel the server took the connection out of while it was being
+    served (``/api/unsubscribe``, a subscription token's end) is answered, after that
+    ``unsubscribed``, with ``not_joined``: the client's last word on the channel is true."""
+    if channel not in conn.channels:
+        raise FrameError(
+            ErrorCode.NOT_JOINED,
+            f"not joined to {channel!r}: the server took this connection out of it meanwhile",
+            fid,
+        )
 
 
 def _joined(

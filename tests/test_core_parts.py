@@ -1,6 +1,6 @@
 """The hub's parts seen through a core composed by hand: its life (a stop before any start, a
 second start, a drain whose peer stops reading), its background work, its default metrics
-sink, and the small protocol and broker helpers around it."""
+sink, and the small protocol, broker and token helpers around it."""
 
 from __future__ import annotations
 
@@ -9,14 +9,18 @@ import json
 import logging
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.test_hub import FakeSocket, settle
 from wshub import Settings
 from wshub.brokers import create_broker
 from wshub.brokers.memory import MemoryBroker
+from wshub.core.auth import MIN_RSA_BITS, TokenVerifier
 from wshub.core.connection import Connection
 from wshub.core.hub import HubCore
 from wshub.core.metrics import NoMetrics
+from wshub.core.tokens import Claims, Signer
 from wshub.protocol import CloseCode
 from wshub.protocol.asyncapi import document, served_host
 
@@ -193,3 +197,23 @@ def test_the_asyncapi_document_names_the_socket_a_request_arrived_on() -> None:
     assert served_host(["/run/wshub.sock", None]) == "/run/wshub.sock"
     host = served_host(("::1", 9000))
     assert document(host)["servers"]["wshub"]["host"] == "[::1]:9000"
+
+
+def test_the_signer_refuses_a_negative_lifetime_and_a_short_rsa_key() -> None:
+    with pytest.raises(ValueError, match="must not be negative"):
+        Claims("ann", ttl=-1).payload()
+    short = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    pem = short.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    # The server would refuse the matching public key: the signer refuses the private one.
+    with pytest.raises(ValueError, match=f"at least {MIN_RSA_BITS} bits"):
+        Signer.from_private_key(pem)
+    with pytest.raises(ValueError, match=f"at least {MIN_RSA_BITS} bits"):
+        TokenVerifier.from_public_key(
+            short.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )

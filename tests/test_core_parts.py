@@ -217,3 +217,26 @@ def test_the_signer_refuses_a_negative_lifetime_and_a_short_rsa_key() -> None:
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             )
         )
+
+
+async def test_server_joins_and_leaves_of_an_open_connection_are_sent_once() -> None:
+    core = HubCore(MemoryBroker())
+    await core.start()
+    try:
+        link = FakeSocket()
+        conn = core.connect("ann", link)  # open mode: no token, no credentials
+        await core.greet(conn)
+        await core.watch_direct(conn)
+        for _ in range(2):  # the second finds ann in the room already: nothing is sent
+            await core.subscribe("ann", "room")
+            await settle()
+        assert [f["channel"] for f in link.of_type("subscribed")] == ["room"]
+        for _ in range(2):  # the second finds ann out of it: nothing is sent
+            await core.unsubscribe("ann", "room")
+            await settle()
+        assert link.of_type("unsubscribed") == [
+            {"type": "unsubscribed", "channel": "room", "reason": "server"}
+        ]
+        assert core.channel_counts() == {}
+    finally:
+        await core.stop()

@@ -32,7 +32,14 @@ from jwt.algorithms import HMACAlgorithm
 from wshub.core.permissions import Permissions
 from wshub.protocol import is_channel_name, is_user_id
 
-__all__ = ["MIN_SECRET_BYTES", "Identity", "TokenRejected", "TokenVerifier", "mint_token"]
+__all__ = [
+    "MIN_SECRET_BYTES",
+    "Identity",
+    "TokenRejected",
+    "TokenVerifier",
+    "key_algorithm",
+    "mint_token",
+]
 
 MIN_SECRET_BYTES = 32
 """RFC 7518 3.2: an HS256 key must be at least as long as the hash (256 bits)."""
@@ -55,6 +62,21 @@ class Identity:
     """When the token ends, in seconds since the Unix epoch; None for a token without ``exp``."""
     channels: tuple[str, ...] = ()
     """The token's ``channels`` claim: joined by the server right after ``welcome``."""
+
+
+def key_algorithm(key: object, kind: str) -> str:
+    """The one algorithm a ``kind`` ("public" or "private") key implies: RS256 for RSA of at
+    least MIN_RSA_BITS, ES256 for EC P-256; ValueError for any other key. The verifier and
+    the signer share it, so a token ``wshub token`` signs is one the server accepts."""
+    rsa_key = rsa.RSAPublicKey if kind == "public" else rsa.RSAPrivateKey
+    ec_key = ec.EllipticCurvePublicKey if kind == "public" else ec.EllipticCurvePrivateKey
+    if isinstance(key, rsa_key):
+        if key.key_size < MIN_RSA_BITS:
+            raise ValueError(f"an RSA key must have at least {MIN_RSA_BITS} bits")
+        return "RS256"
+    if isinstance(key, ec_key) and isinstance(key.curve, ec.SECP256R1):
+        return "ES256"
+    raise ValueError(f"the {kind} key must be RSA (RS256) or EC P-256 (ES256)")
 
 
 class TokenVerifier:
@@ -84,13 +106,7 @@ class TokenVerifier:
             key = load_pem_public_key(pem)
         except ValueError as exc:
             raise ValueError(f"not a PEM public key: {exc}") from None
-        if isinstance(key, rsa.RSAPublicKey):
-            if key.key_size < MIN_RSA_BITS:
-                raise ValueError(f"an RSA key must have at least {MIN_RSA_BITS} bits")
-            return cls(key, "RS256")
-        if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
-            return cls(key, "ES256")
-        raise ValueError("the public key must be RSA (RS256) or EC P-256 (ES256)")
+        return cls(key, key_algorithm(key, "public"))
 
     @classmethod
     def from_public_key_file(cls, path: str | Path) -> TokenVerifier:

@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from wshub.core.auth import MIN_RSA_BITS, TokenVerifier
+from wshub.core.auth import TokenVerifier, key_algorithm
 from wshub.protocol import is_channel_name, is_user_id
 
 __all__ = ["Claims", "Signer"]
@@ -84,13 +83,7 @@ class Signer:
             key = load_pem_private_key(pem, password=None)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"not an unencrypted PEM private key: {exc}") from None
-        if isinstance(key, rsa.RSAPrivateKey):
-            if key.key_size < MIN_RSA_BITS:
-                raise ValueError(f"an RSA key must have at least {MIN_RSA_BITS} bits")
-            return cls(key, "RS256")
-        if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
-            return cls(key, "ES256")
-        raise ValueError("the private key must be RSA (RS256) or EC P-256 (ES256)")
+        return cls(key, key_algorithm(key, "private"))
 
     @classmethod
     def from_private_key_file(cls, path: str | Path) -> Signer:

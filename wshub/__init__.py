@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from wshub.app.hub import Hub
+    from wshub.core.channel_rules import InvalidData
     from wshub.core.hooks import BadRequest, Forbidden
     from wshub.core.permissions import Permissions
     from wshub.model.config import Settings
@@ -25,11 +26,20 @@ _LAZY = {
     "BadRequest": "wshub.core.hooks",
     "Forbidden": "wshub.core.hooks",
     "Hub": "wshub.app.hub",
+    "InvalidData": "wshub.core.channel_rules",
     "Permissions": "wshub.core.permissions",
     "Settings": "wshub.model.config",
 }
 
-__all__ = ["BadRequest", "Forbidden", "Hub", "Permissions", "Settings", "__version__"]
+__all__ = [
+    "BadRequest",
+    "Forbidden",
+    "Hub",
+    "InvalidData",
+    "Permissions",
+    "Settings",
+    "__version__",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -30,6 +30,7 @@ from wshub.app.api_key import ApiKey
 from wshub.app.hub import Hub
 from wshub.brokers import BrokerTimeout, BrokerUnavailable
 from wshub.core import serving
+from wshub.core.channel_rules import InvalidData
 
 __all__ = ["build_api"]
 
@@ -234,6 +235,12 @@ def build_api(hub: Hub, api_key: str) -> APIRouter:
         sure it is published once.
         """
         data = _json_data(body.data)
+        match = hub.channel_routes.find(body.channel)
+        if match is not None:  # its route's model: a 422 naming the fields, as for the body
+            try:
+                data = match.route.validate_json(body.channel, data, ("body", "data"))
+            except InvalidData as exc:
+                raise RequestValidationError(exc.errors) from None
         timeout = hub.settings.reply_timeout
         try:
             await hub.start()

@@ -8,8 +8,11 @@ offers it. ``router`` mounts the WebSocket endpoints into an app.
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from msgspec import Raw
+
+from wshub.app.channel_routes import ChannelRoute, ChannelRoutes
 from wshub.app.metrics import HubMetrics
 from wshub.brokers import BrokerOps, FullBroker, create_broker
 from wshub.core.hooks import Authorize, OnConnect, OnDisconnect, OnPublish
@@ -68,6 +71,27 @@ class Hub(HubCore):
             on_disconnect=on_disconnect,
         )
         self._router: APIRouter | None = None
+        self.channel_routes = ChannelRoutes()
+        """The routes :meth:`channel` declares; the core asks them first."""
+        self.hooks.routes = self.channel_routes
+
+    def channel(self, pattern: str, model: Any = None, *, description: str = "") -> ChannelRoute:
+        """Declare a channel route: ``orders = hub.channel("orders:{order_id}", model=Event)``.
+
+        ``{name}`` stands for one ``:``-separated part of a channel name. Publications to a
+        matching channel must validate as ``model``; ``@orders.can_join`` and
+        ``@orders.can_publish`` decorate the checks, which take the pattern's parameters and
+        FastAPI dependencies (see docs/library.md).
+        """
+        return self.channel_routes.add(pattern, model, description)
+
+    async def publish(self, channel: str, data: Any, *, idempotency_key: str | None = None) -> int:
+        """As :meth:`HubCore.publish`; on a channel route with a model, ``data`` (an instance
+        of it, or its JSON form) is validated first: :class:`~wshub.InvalidData` if not."""
+        validated = self.channel_routes.payload(channel, data, ("data",))
+        if validated is not None:
+            data = Raw(validated)
+        return await super().publish(channel, data, idempotency_key=idempotency_key)
 
     @property
     def router(self) -> APIRouter:

@@ -203,6 +203,7 @@ class _Endpoint:
                 verifier=self.handshake.verifier,
                 channels=identity.channels,
             )
+            hub.channel_routes.handshakes.opened(conn, scope)  # what channel checks read
             code: int | None = None
 
             async def serve(text: str | None, deadline: float | None) -> None:
@@ -228,6 +229,7 @@ class _Endpoint:
                 try:
                     await line.finish()
                 finally:
+                    await hub.channel_routes.handshakes.closed(conn)
                     await self.closed(conn, code)
         finally:
             if admitted is not None:

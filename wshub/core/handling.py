@@ -16,10 +16,11 @@ from msgspec import UNSET, Raw
 from wshub import protocol
 from wshub.brokers.base import Broker, BrokerTimeout, BrokerUnavailable
 from wshub.core import serving
+from wshub.core.channel_rules import ChannelRule, InvalidData
 from wshub.core.clock import Clock
 from wshub.core.connection import Connection
 from wshub.core.credentials import subscription_grant
-from wshub.core.hooks import HookRefusal, Hooks
+from wshub.core.hooks import Authorize, HookRefusal, Hooks
 from wshub.core.metrics import Metrics
 from wshub.core.publishing import Publisher
 from wshub.core.read_budget import ReadBudget
@@ -102,6 +103,9 @@ class FrameHandler:
         To join (and so read) a channel, a subscription token, the token's ``channels`` or the
         server's own placement count as permission too (:mod:`wshub.core.credentials`).
         """
+        decided = await self._by_route(conn, action, channel)
+        if decided is not None:  # the route decides alone, as a FastAPI route's dependencies
+            return decided
         permissions = conn.permissions
         if permissions is not None and not permissions.allows(action, channel):
             creds = conn.credentials
@@ -206,10 +210,34 @@ class FrameHandler:
             await self._check(conn, "join", frame.channel, frame)
             await self._subscriptions.join(conn, frame)
             return
-        expires = await subscription_grant(conn, frame, self._hooks.authorize)
+        authorize = self._hooks.authorize
+        if self._hooks.routes is not None:  # a route's can_join stands in for authorize
+            authorize = self._authorizer(conn)
+        expires = await subscription_grant(conn, frame, authorize)
         await self._subscriptions.join(conn, frame)
         if frame.channel in conn.channels:
             creds.grant(frame.channel, expires)  # a fresh token for a joined channel: a new end
+
+    def _rule(self, channel: str) -> ChannelRule | None:
+        routes = self._hooks.routes
+        return None if routes is None else routes.find(channel)
+
+    async def _by_route(self, conn: Connection, action: str, channel: str) -> bool | None:
+        """The decision of the channel's route, or None where no route decides ``action``."""
+        rule = self._rule(channel)
+        if rule is None or not rule.checks(action):
+            return None
+        return await rule.allows(conn, action)
+
+    def _authorizer(self, conn: Connection) -> Authorize:
+        async def authorize(user: str, action: str, channel: str) -> bool:
+            decided = await self._by_route(conn, action, channel)
+            if decided is not None:
+                return decided
+            hook = self._hooks.authorize
+            return hook is None or await hook(user, action, channel)
+
+        return authorize
 
     async def _check(
         self, conn: Connection, action: str, channel: str, frame: protocol.ClientFrame
@@ -238,6 +266,13 @@ class FrameHandler:
                 ) from None
             value = await on_publish(conn.user, frame.channel, decoded)
             data = msgspec.json.encode(value)
+        rule = self._rule(frame.channel)
+        if rule is not None:  # last, so that nothing invalid is delivered, whatever the hook
+            try:
+                data = rule.validate_json(data)
+            except InvalidData as exc:
+                fid = protocol.frame_id(frame)
+                raise FrameError(ErrorCode.BAD_REQUEST, str(exc), fid) from None
         key = None if frame.idempotency_key is UNSET else frame.idempotency_key
         pub = await self._publisher.publish_raw(frame.channel, data, conn.user, key)
         ack = protocol.Ack(

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from wshub.core.channel_rules import ChannelRules
 from wshub.protocol import ErrorCode
 
 __all__ = [
@@ -70,3 +71,6 @@ class Hooks:
     on_publish: OnPublish | None = None
     on_connect: OnConnect | None = None
     on_disconnect: OnDisconnect | None = None
+    routes: ChannelRules | None = None
+    """Channel routes: where one matches, its checks and model apply (see
+    :mod:`wshub.core.channel_rules`)."""

@@ -10,14 +10,14 @@ A route's dependencies are cached per request; here a connection plays the reque
 dependency runs once per connection (``current_user`` is not looked up again on every join)
 unless it reads a pattern parameter, directly or through its own dependencies: those run for
 each check, as their answer depends on the channel. ``Depends(..., use_cache=False)`` runs
-every time. Dependencies with ``yield`` are closed when the connection ends.
+every time. A dependency with ``yield`` is closed after each check, as FastAPI closes it after
+each request, so it (and what depends on it) runs for each check too.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
-import logging
 from collections.abc import Callable, MutableMapping
 from contextlib import AsyncExitStack
 from typing import Any, NoReturn
@@ -34,8 +34,6 @@ from wshub.core.hooks import BadRequest, Forbidden
 
 __all__ = ["Check", "Handshakes"]
 
-log = logging.getLogger("wshub.app.channels")
-
 Scope = MutableMapping[str, Any]
 
 _NO_HANDSHAKE: dict[str, Any] = {
@@ -50,8 +48,17 @@ _NO_HANDSHAKE: dict[str, Any] = {
 it has no headers, query or cookies to offer."""
 
 
-def _uses_pattern(dependant: Dependant) -> bool:
-    return bool(dependant.path_params) or any(map(_uses_pattern, dependant.dependencies))
+def _per_check(dependant: Dependant) -> bool:
+    """Whether a dependency's answer may differ between checks of one connection: it reads a
+    pattern parameter, or it has ``yield`` (its resource is closed after each check), or one
+    of its own dependencies does."""
+    call = dependant.call
+    return (
+        bool(dependant.path_params)
+        or inspect.isasyncgenfunction(call)
+        or inspect.isgeneratorfunction(call)
+        or any(map(_per_check, dependant.dependencies))
+    )
 
 
 def _reads_body(dependant: Dependant) -> bool:
@@ -62,7 +69,7 @@ def _shared_calls(dependant: Dependant) -> set[Any]:
     """The dependencies whose answer is the same for every channel of a connection."""
     calls: set[Any] = set()
     for sub in dependant.dependencies:
-        if not _uses_pattern(sub):
+        if not _per_check(sub):
             calls.add(sub.call)
         calls |= _shared_calls(sub)
     return calls
@@ -86,12 +93,11 @@ class Check:
 
 
 class _Handshake:
-    __slots__ = ("cache", "scope", "stack")
+    __slots__ = ("cache", "scope")
 
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
         self.cache: dict[Any, Any] = {}
-        self.stack = AsyncExitStack()
 
 
 async def _no_receive() -> NoReturn:
@@ -113,13 +119,8 @@ class Handshakes:
     def opened(self, conn: Connection, scope: Scope) -> None:
         self._open[conn] = _Handshake(scope)
 
-    async def closed(self, conn: Connection) -> None:
-        handshake = self._open.pop(conn, None)
-        if handshake is not None:
-            try:
-                await handshake.stack.aclose()  # the connection's ``yield`` dependencies
-            except Exception:
-                log.exception("a channel check's dependency failed while closing")
+    def closed(self, conn: Connection) -> None:
+        self._open.pop(conn, None)
 
     def __len__(self) -> int:
         return len(self._open)
@@ -130,10 +131,17 @@ class Handshakes:
         ``HTTPException`` from the check or a dependency is ``forbidden`` with its detail;
         parameters that do not convert are ``bad_request``, in FastAPI's error format.
         """
-        handshake = self._open.get(conn)
-        if handshake is None:
-            handshake = self._open.setdefault(conn, _Handshake(dict(_NO_HANDSHAKE)))
-        stack = handshake.stack
+        handshake = self._open.get(conn) or _Handshake(dict(_NO_HANDSHAKE))  # cached nowhere
+        try:
+            async with AsyncExitStack() as stack:  # this check's ``yield`` dependencies
+                result = await self._run(check, handshake, params, stack)
+        except HTTPException as exc:
+            raise Forbidden(_detail(exc)) from None
+        return result is True
+
+    async def _run(
+        self, check: Check, handshake: _Handshake, params: dict[str, str], stack: AsyncExitStack
+    ) -> Any:
         scope = {
             **handshake.scope,
             "path_params": params,
@@ -143,32 +151,25 @@ class Handshakes:
             "fastapi_function_astack": stack,
         }
         app = scope.get("app")
-        overrides = app if hasattr(app, "dependency_overrides") else None
-        try:
-            solved = await solve_dependencies(
-                request=WebSocket(scope, _no_receive, _no_send),
-                dependant=check.dependant,
-                dependency_overrides_provider=overrides,
-                dependency_cache=dict(handshake.cache),
-                async_exit_stack=stack,
-                embed_body_fields=False,
-            )
-            if solved.errors:
-                errors = [
-                    {"type": e["type"], "loc": list(e["loc"]), "msg": e["msg"]}
-                    for e in solved.errors
-                ]
-                raise BadRequest(describe(errors))
-            for key, value in solved.dependency_cache.items():
-                if key[0] in check.shared:
-                    handshake.cache[key] = value
-            if inspect.iscoroutinefunction(check.call):
-                result = await check.call(**solved.values)
-            else:
-                result = await run_in_threadpool(check.call, **solved.values)
-        except HTTPException as exc:
-            raise Forbidden(_detail(exc)) from None
-        return result is True
+        solved = await solve_dependencies(
+            request=WebSocket(scope, _no_receive, _no_send),
+            dependant=check.dependant,
+            dependency_overrides_provider=app if hasattr(app, "dependency_overrides") else None,
+            dependency_cache=dict(handshake.cache),
+            async_exit_stack=stack,
+            embed_body_fields=False,
+        )
+        if solved.errors:
+            errors = [
+                {"type": e["type"], "loc": list(e["loc"]), "msg": e["msg"]} for e in solved.errors
+            ]
+            raise BadRequest(describe(errors))
+        for key, value in solved.dependency_cache.items():
+            if key[0] in check.shared:
+                handshake.cache[key] = value
+        if inspect.iscoroutinefunction(check.call):
+            return await check.call(**solved.values)
+        return await run_in_threadpool(check.call, **solved.values)
 
 
 def _detail(exc: HTTPException) -> str:

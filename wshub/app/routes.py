@@ -229,7 +229,7 @@ class _Endpoint:
                 try:
                     await line.finish()
                 finally:
-                    await hub.channel_routes.handshakes.closed(conn)
+                    hub.channel_routes.handshakes.closed(conn)
                     await self.closed(conn, code)
         finally:
             if admitted is not None:

@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import websockets
-from fastapi import Cookie, Depends, FastAPI, Header, HTTPException, Query
+from fastapi import Cookie, Depends, FastAPI, Header, HTTPException, Path, Query
 from pydantic import BaseModel, Field, field_validator
 
 from tests.support import Client
@@ -91,6 +91,12 @@ async def audit(user: Annotated[str, Depends(current_user)]) -> AsyncIterator[st
         closed.setdefault(user, asyncio.Event()).set()
 
 
+def fresh(x_pass: Annotated[str | None, Header()] = None) -> int:
+    """Not cached at all: runs for every check (a plain function, in the thread pool)."""
+    calls[f"fresh:{x_pass}"] += 1
+    return calls[f"fresh:{x_pass}"]
+
+
 def build() -> tuple[Hub, FastAPI]:
     async def authorize(user: str, action: str, channel: str) -> bool:
         return not channel.startswith("admin:")
@@ -122,6 +128,16 @@ def build() -> tuple[Hub, FastAPI]:
         return tenant == "acme" and session == "s3cret" and day.year >= 2026
 
     hub.channel("feed:{name}", model=list[Line])  # a model, no checks: authorize decides
+    vips = hub.channel("vip:{level}")
+
+    @vips.can_join
+    async def may_enter(
+        level: Annotated[int, Path(ge=1)],
+        x_pass: Annotated[str, Header()],
+        nonce: Annotated[int, Depends(fresh, use_cache=False)],
+    ) -> bool:
+        return x_pass == "gold"
+
     return hub, create_app(hub, api_key=API_KEY)
 
 

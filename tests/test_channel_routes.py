@@ -60,6 +60,24 @@ async def test_every_parameter_error_is_named_and_query_and_cookies_are_read(bas
         assert reply["code"] == "forbidden"
 
 
+async def test_path_constraints_and_required_headers_are_fastapis(base: str) -> None:
+    with counting():
+        async with connect(base, {"X-Pass": "gold"}) as gold, connect(base) as none:
+            assert (await gold.join("vip:2"))["type"] == "joined"
+            low = await gold.request({"type": "join", "channel": "vip:0"})
+            assert (low["code"], low["message"]) == (
+                "bad_request",
+                "path.level: Input should be greater than or equal to 1 [greater_than_equal]",
+            )
+            missing = await none.request({"type": "join", "channel": "vip:2"})
+            assert (missing["code"], missing["message"]) == (
+                "bad_request",
+                "header.x-pass: Field required [missing]",
+            )
+            await gold.join("vip:3")
+            assert calls["fresh:gold"] == 3  # use_cache=False: every check, even on one socket
+
+
 async def test_an_http_exception_in_a_dependency_is_forbidden_with_its_detail(base: str) -> None:
     async with connect(base) as nobody, connect(base, as_user("carol")) as carol:
         reply = await nobody.request({"type": "join", "channel": "orders:42"})

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from tests.channel_app import (
     API_KEY,
@@ -171,3 +172,24 @@ async def test_the_http_api_answers_422_naming_the_field(shop: tuple[Hub, str]) 
         ok = await api.post("/api/publish", json={"channel": "orders:42", "data": event()})
         assert (ok.status_code, ok.json()["offset"]) == (200, 1)
         assert await next_data(alice) == (1, event(lines=[], note=None))
+
+
+async def test_what_on_publish_returns_is_what_is_validated() -> None:
+    async def on_publish(user: str, channel: str, data: Any) -> Any:
+        return {"status": data.pop("s"), **data}  # a shorthand the hook expands
+
+    hub = Hub("memory://", on_publish=on_publish)
+    hub.channel("orders:{order_id}", model=OrderEvent)
+    app = FastAPI()
+    app.include_router(hub.router)
+    async with serve_in_process(app) as address, connect(f"ws://{address}", user="sam") as sam:
+        await sam.join("orders:1")
+        bad = await sam.request(
+            {"type": "publish", "channel": "orders:1", "data": {"s": "lost", "at": "2026-12-01"}}
+        )
+        assert "data.status: Input should be 'placed', 'shipped' or 'delivered'" in bad["message"]
+        await sam.publish("orders:1", {"s": "placed", "at": "2026-12-01T00:00:00Z"})
+        assert await next_data(sam) == (
+            1,
+            event(status="placed", at="2026-12-01T00:00:00Z", lines=[], note=None),
+        )

@@ -433,6 +433,44 @@ def library_app(s: Snippet, run: Run) -> None:
     serve_app(s, run, check)
 
 
+def library_channels(s: Snippet, run: Run) -> None:
+    async def ask(ws: Any, frame: dict[str, Any]) -> dict[str, Any]:
+        await ws.send(json.dumps({**frame, "id": 1}))
+        reply: dict[str, Any] = json.loads(await ws.recv())
+        return reply
+
+    async def check(host: str) -> None:
+        base = f"ws://{host}/ws"
+        alice = {"Cookie": "session=s-alice"}
+        sam = {"Cookie": "session=s-sam"}
+        async with (
+            websockets.connect(base, additional_headers=alice) as a,
+            websockets.connect(base, additional_headers=sam) as b,
+        ):
+            for ws in (a, b):
+                assert json.loads(await ws.recv())["type"] == "welcome"
+
+            assert (await ask(a, {"type": "join", "channel": "orders:42"}))["type"] == "joined"
+            bad = await ask(a, {"type": "join", "channel": "orders:x"})
+            assert bad["message"].startswith("path.order_id: Input should be a valid integer")
+            shout = {"type": "publish", "channel": "orders:42", "data": {"status": "placed"}}
+            assert (await ask(a, shout))["message"] == "staff only"
+            wrong = await ask(b, shout)
+            assert wrong["message"] == (
+                "invalid data for channel 'orders:42': data.at: Field required [missing]"
+            )
+            status, body = await asyncio.to_thread(http, f"http://{host}/orders/42/ship", {})
+            assert (status, json.loads(body)) == (200, {"offset": 1})
+            message = json.loads(await a.recv())
+            assert message["data"]["status"] == "shipped" and message["data"]["note"] is None
+        async with websockets.connect(base) as stranger:
+            await stranger.recv()
+            reply = await ask(stranger, {"type": "join", "channel": "orders:42"})
+            assert (reply["code"], reply["message"]) == ("forbidden", "sign in first")
+
+    serve_app(s, run, check)
+
+
 def library_auth(s: Snippet, run: Run) -> None:
     async def check(host: str) -> None:
         with pytest.raises(websockets.InvalidStatus) as refused:
@@ -539,6 +577,7 @@ HOW: dict[tuple[str, str], How] = {
         "no Docker engine where the tests run (docs/deploy.md says so); "
         "test_the_docker_build_context_leaves_the_venv_out checks .dockerignore"
     ),
+    ("docs/library.md", "class Status(StrEnum):"): library_channels,
     ("docs/library.md", "async def authorize("): library_app,
     ("docs/library.md", "SECRET = os.environ"): library_auth,
     ("docs/library.md", 'hub = Hub("memory://")'): library_page,

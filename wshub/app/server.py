@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from wshub import __version__
-from wshub.app import api_docs, metrics
+from wshub.app import api_docs, channel_docs, metrics
 from wshub.app.dashboard import admin_router
 from wshub.app.hub import Hub
 from wshub.app.routes import AsgiSocket, build_router
@@ -73,7 +73,8 @@ def create_app(
     async def asyncapi_document(request: Request) -> JSONResponse:
         """The AsyncAPI 3.0 document of the WebSocket protocol at `/ws`."""
         host = asyncapi.served_host(request.scope.get("server"))  # never the Host header
-        return JSONResponse(asyncapi.document(host, secure=request.scope["scheme"] == "https"))
+        document = asyncapi.document(host, secure=request.scope["scheme"] == "https")
+        return JSONResponse(channel_docs.add_routes(document, hub.channel_routes))
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> JSONResponse:

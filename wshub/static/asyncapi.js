@@ -22,6 +22,21 @@ $("endpoint").textContent = `${server.protocol}://${server.host}${doc.channels.w
 
 const link = (message) => el("a", { href: `#${anchor(message)}` }, el("code", {}, message.name));
 
+// Channel routes: every channel but the protocol's own, with its parameters and payload.
+for (const [key, channel] of Object.entries(doc.channels)) {
+  if (key === "ws") continue;
+  $("routes").hidden = false;
+  const message = messageOf(Object.values(channel.messages)[0]);
+  const card = el("div", { className: "tile channel", id: `channel-${key}` });
+  card.append(el("h3", {}, el("code", {}, channel.address), " ", link(message)));
+  card.append(el("div", { className: "muted" }, channel.description.split("\n\n")[0]));
+  for (const [name, p] of Object.entries(channel.parameters || {})) {
+    const values = p.enum ? ` (one of ${p.enum.join(", ")})` : "";
+    card.append(el("div", {}, el("code", {}, `{${name}}`), ` ${p.description.replace(/^`[^`]*`: /, "")}${values}`));
+  }
+  $("channels").append(card);
+}
+
 for (const [id, op] of Object.entries(doc.operations)) {
   const messages = op.messages.map(messageOf);
   const card = el("div", { className: `tile op ${op.action}` });

@@ -18,13 +18,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from wshub.client.channels import END, Channel, Subscription
 from wshub.client.frames import Direct, FrameDict, Gap, Message, Stopped, message_of
 from wshub.client.link import Link
+from wshub.client.typed import ModelSubscription
 
 __all__ = ["Client"]
+
+T = TypeVar("T")
 
 
 class Client(Link):
@@ -104,6 +107,7 @@ class Client(Link):
 
     # --- streams ---------------------------------------------------------------------------
 
+    @overload
     def subscribe(
         self,
         channel: str,
@@ -111,7 +115,28 @@ class Client(Link):
         meta: Any = None,
         on_gap: Callable[[Gap], object] | None = None,
         refetch: bool = False,
-    ) -> Subscription:
+    ) -> Subscription: ...
+
+    @overload
+    def subscribe(
+        self,
+        channel: str,
+        *,
+        model: type[T],
+        meta: Any = None,
+        on_gap: Callable[[Gap], object] | None = None,
+        refetch: bool = False,
+    ) -> ModelSubscription[T]: ...
+
+    def subscribe(
+        self,
+        channel: str,
+        *,
+        model: type[T] | None = None,
+        meta: Any = None,
+        on_gap: Callable[[Gap], object] | None = None,
+        refetch: bool = False,
+    ) -> Subscription | ModelSubscription[T]:
         """Follow ``channel``: iterate the result to get its messages, each once, in order,
         across reconnects. The channel is joined on the first iteration, if it is not yet.
 
@@ -120,13 +145,15 @@ class Client(Link):
         (``recovered: false``): the messages between the two positions of the :class:`Gap`
         will not come by themselves. With ``refetch``, the subscription then fetches the
         channel's history and yields what the server still has of them, in order, before
-        the messages that came after.
+        the messages that came after. With ``model``, it yields each message's ``data`` as
+        an instance of it instead (:mod:`wshub.client.typed`).
         """
         ch = self._channels.get(channel)
         joined = ch is not None
         if ch is None:
             ch = self._channels[channel] = Channel(meta=meta)
-        return Subscription(self, channel, ch, meta, on_gap, joined, refetch)
+        subscription = Subscription(self, channel, ch, meta, on_gap, joined, refetch)
+        return subscription if model is None else ModelSubscription(subscription, model)
 
     async def directs(self) -> AsyncIterator[Direct]:
         """Yield the direct messages to this client's user; raise :class:`Stopped` when the

@@ -16,14 +16,16 @@ STAMP        := $(VENV)/.installed-dev
 # The fast path against the lowest dependencies pyproject.toml allows (uvicorn's internals
 # above all, which wshub/transport/uvicorn_ws.py and uvicorn_http.py subclass; redis-py, whose
 # older pool wshub/brokers/redis/link.py works around; FastAPI, whose APIKeyHeader the API key
-# dependency subclasses): a second venv from the `lowest` lock, running the tests of the
-# transport, of the Redis broker and of the API key.
+# dependency subclasses, and whose solve_dependencies channel checks call): a second venv from
+# the `lowest` lock, running the tests of the transport, of the Redis broker, of the API key and
+# of channel routes.
 LOW_VENV  := .venv-lowest
 LOW_PY    := $(LOW_VENV)/bin/python
 LOW_STAMP := $(LOW_VENV)/.installed
 LOW_TESTS := tests/test_fast_path.py tests/test_delivery.py tests/test_ws_protocol.py \
 	tests/test_http_limits.py $(wildcard tests/test_uvicorn*.py tests/test_transport*.py) \
-	tests/test_redis_broker.py tests/test_redis_broker_faults.py tests/test_api_key.py
+	tests/test_redis_broker.py tests/test_redis_broker_faults.py tests/test_api_key.py \
+	tests/test_channel_routes.py tests/test_channel_validation.py
 
 # `make lock` resolves with uv from its own venv, so it works even while the locks are stale or
 # in conflict after a merge. LOCK_ARGS=--upgrade moves every pin to the newest allowed release.

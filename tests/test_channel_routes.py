@@ -7,11 +7,26 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 import pytest
-from fastapi import Body, Depends
+from fastapi import Body, Depends, FastAPI
 
-from tests.channel_app import as_user, build, calls, closed, connect, counting, current_user
+from tests.channel_app import (
+    ORDERS,
+    as_user,
+    build,
+    calls,
+    closed,
+    connect,
+    counting,
+    current_user,
+)
+from tests.identity_support import SECRET, sub_token, token
+from tests.support import connect as connect_as
 from tests.support import serve_in_process
 from wshub import Hub
+from wshub.app.dependencies import connection_user
+from wshub.app.routes import build_router
+from wshub.core.auth import TokenVerifier
+from wshub.transport.handshake import Handshake
 
 
 @pytest.fixture
@@ -178,3 +193,29 @@ def test_a_bad_pattern_or_check_is_refused_when_declared() -> None:
         @route.can_publish
         async def through_a_dependency(n: Annotated[int, Depends(needs_a_body)]) -> bool:
             return True
+
+
+async def test_under_token_auth_a_check_sees_the_user_and_decides_alone() -> None:
+    hub = Hub("memory://")
+    orders = hub.channel("orders:{order_id}")
+
+    @orders.can_join
+    async def may_follow(order_id: int, user: Annotated[str, Depends(connection_user)]) -> bool:
+        return ORDERS.get(order_id) == user
+
+    app = FastAPI()
+    app.include_router(build_router(hub, Handshake(TokenVerifier.from_secret(SECRET))))
+    async with serve_in_process(app) as address:
+        base = f"ws://{address}"
+        async with connect_as(base, token=token("alice", join=["*"])) as alice:
+            assert (await alice.join("orders:42"))["type"] == "joined"
+            # The token's "*" does not matter: the route's check decides, and says no...
+            refused = await alice.request({"type": "join", "channel": "orders:7"})
+            assert refused["code"] == "forbidden"
+            # ...even to a subscription token for that very channel.
+            frame = {"type": "join", "channel": "orders:7", "token": sub_token("alice", "orders:7")}
+            assert (await alice.request(frame))["code"] == "forbidden"
+            assert (await alice.join("chat:x"))["type"] == "joined"  # no route: the token's "*"
+        async with connect_as(base, token=token("bob")) as bob:  # no join patterns at all
+            assert (await bob.join("orders:7"))["type"] == "joined"
+            assert (await bob.request({"type": "join", "channel": "chat:x"}))["code"] == "forbidden"

@@ -32,7 +32,7 @@ from wshub.core.channel_rules import describe
 from wshub.core.connection import Connection
 from wshub.core.hooks import BadRequest, Forbidden
 
-__all__ = ["Check", "Handshakes"]
+__all__ = ["Check", "Handshakes", "connection_user"]
 
 Scope = MutableMapping[str, Any]
 
@@ -100,6 +100,15 @@ class _Handshake:
         self.cache: dict[Any, Any] = {}
 
 
+_USER = "wshub.user"
+
+
+def connection_user(websocket: WebSocket) -> str:
+    """A dependency: the user wshub identified the connection as (its token's ``sub``, or
+    ``?user=`` in open mode), for checks on a hub that verifies tokens itself."""
+    return str(websocket.scope[_USER])
+
+
 async def _no_receive() -> NoReturn:
     raise RuntimeError("a channel check cannot read from the WebSocket: the hub reads it")
 
@@ -134,17 +143,23 @@ class Handshakes:
         handshake = self._open.get(conn) or _Handshake(dict(_NO_HANDSHAKE))  # cached nowhere
         try:
             async with AsyncExitStack() as stack:  # this check's ``yield`` dependencies
-                result = await self._run(check, handshake, params, stack)
+                result = await self._run(check, conn, handshake, params, stack)
         except HTTPException as exc:
             raise Forbidden(_detail(exc)) from None
         return result is True
 
     async def _run(
-        self, check: Check, handshake: _Handshake, params: dict[str, str], stack: AsyncExitStack
+        self,
+        check: Check,
+        conn: Connection,
+        handshake: _Handshake,
+        params: dict[str, str],
+        stack: AsyncExitStack,
     ) -> Any:
         scope = {
             **handshake.scope,
             "path_params": params,
+            _USER: conn.user,
             # Where FastAPI's versions look for the stack of ``yield`` dependencies.
             "fastapi_astack": stack,
             "fastapi_inner_astack": stack,

@@ -22,6 +22,8 @@ from tests.channel_app import (
 from tests.identity_support import SECRET, sub_token, token
 from tests.support import connect as connect_as
 from tests.support import serve_in_process
+from tests.test_hub import Peer
+from tests.test_transport_units import until
 from wshub import Hub
 from wshub.app.dependencies import connection_user
 from wshub.app.routes import build_router
@@ -219,3 +221,28 @@ async def test_under_token_auth_a_check_sees_the_user_and_decides_alone() -> Non
         async with connect_as(base, token=token("bob")) as bob:  # no join patterns at all
             assert (await bob.join("orders:7"))["type"] == "joined"
             assert (await bob.request({"type": "join", "channel": "chat:x"}))["code"] == "forbidden"
+
+
+async def test_a_connection_that_no_endpoint_opened_offers_no_handshake() -> None:
+    """A transport that does not register its handshake: checks see no headers, and cache
+    nothing for the connection (it is never told when it ends)."""
+    hub, _ = build()
+    await hub.start()
+    try:
+        peer = Peer(hub, "alice")
+        reply = await peer.say({"type": "join", "channel": "orders:42", "id": 1})
+        assert (reply["code"], reply["message"]) == ("forbidden", "who are you? send X-User")
+        assert len(hub.channel_routes.handshakes) == 0
+    finally:
+        await hub.stop()
+
+
+async def test_a_connections_handshake_is_forgotten_when_it_ends() -> None:
+    hub, app = build()
+    async with serve_in_process(app) as address:
+        async with connect(f"ws://{address}", as_user("alice")) as alice:
+            await alice.join("orders:42")
+            assert len(hub.channel_routes.handshakes) == 1
+        # Counted out last, after its handshake was forgotten.
+        await until(lambda: hub.connection_count == 0)
+        assert len(hub.channel_routes.handshakes) == 0

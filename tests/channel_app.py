@@ -13,7 +13,16 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import websockets
-from fastapi import Cookie, Depends, FastAPI, Header, HTTPException, Path, Query
+from fastapi import (
+    Cookie,
+    Depends,
+    FastAPI,
+    Header,
+    HTTPException,
+    Path,
+    Query,
+    WebSocketException,
+)
 from pydantic import BaseModel, Field, field_validator
 
 from tests.support import Client
@@ -69,6 +78,11 @@ async def current_user(x_user: Annotated[str | None, Header()] = None) -> str:
     return x_user
 
 
+async def not_banned(x_user: Annotated[str | None, Header()] = None) -> None:
+    if x_user == "mallory":  # as a FastAPI WebSocket route's dependency refuses
+        raise WebSocketException(1008, "banned")
+
+
 async def staff(
     user: Annotated[str, Depends(current_user)], x_role: Annotated[str, Header()] = ""
 ) -> str:
@@ -109,6 +123,7 @@ def build() -> tuple[Hub, FastAPI]:
         order_id: Annotated[int, Depends(order_of)],
         user: Annotated[str, Depends(current_user)],
         watcher: Annotated[str, Depends(audit)],
+        _: Annotated[None, Depends(not_banned)],
     ) -> bool:
         return ORDERS.get(order_id) == user
 

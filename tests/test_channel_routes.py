@@ -105,6 +105,10 @@ async def test_an_http_exception_in_a_dependency_is_forbidden_with_its_detail(ba
         assert reply["message"] == '{"reason": "staff only", "user": "carol"}'
         assert (await carol.request({"type": "ping"}))["type"] == "pong"
         assert (await nobody.request({"type": "ping"}))["type"] == "pong"
+    async with connect(base, as_user("mallory")) as mallory:
+        reply = await mallory.request({"type": "join", "channel": "orders:42"})
+        assert (reply["code"], reply["message"]) == ("forbidden", "banned")
+        assert (await mallory.request({"type": "ping"}))["type"] == "pong"  # not closed
 
 
 async def test_dependencies_run_once_per_connection_unless_they_read_the_channel(

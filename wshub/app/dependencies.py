@@ -22,7 +22,7 @@ from collections.abc import Callable, MutableMapping
 from contextlib import AsyncExitStack
 from typing import Any, NoReturn
 
-from fastapi import HTTPException
+from fastapi import HTTPException, WebSocketException
 from fastapi.dependencies.models import Dependant
 from fastapi.dependencies.utils import get_dependant, solve_dependencies
 from starlette.concurrency import run_in_threadpool
@@ -146,6 +146,8 @@ class Handshakes:
                 result = await self._run(check, conn, handshake, params, stack)
         except HTTPException as exc:
             raise Forbidden(_detail(exc)) from None
+        except WebSocketException as exc:  # what a FastAPI WebSocket route's dependency raises
+            raise Forbidden(exc.reason or "refused by the channel's check") from None
         return result is True
 
     async def _run(

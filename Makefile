@@ -42,6 +42,7 @@ SOURCES := wshub tests benchmarks examples
 # PARALLEL= runs everything in one process.
 PARALLEL ?= -n 2 --dist loadfile
 JS_CLIENT := tests/js/client
+JS_RECIPES := tests/js/recipes
 
 .PHONY: serve test test-fast test-lowest lint typecheck lock format system-deps screenshots \
 	bench soak abuse clean
@@ -98,13 +99,15 @@ typecheck: $(STAMP)
 
 # Everything CI runs: format, lint, types, the whole suite with branch coverage (per module,
 # subprocess servers included), then the transport and Redis broker tests on the lowest dependencies.
-test: lint typecheck system-deps $(JS_CLIENT)/node_modules/.package-lock.json
+test: lint typecheck system-deps $(JS_CLIENT)/node_modules/.package-lock.json \
+	$(JS_RECIPES)/node_modules/.package-lock.json
 	rm -f .coverage .coverage.*
 	$(PY) -m pytest -q $(PARALLEL) --cov --cov-report=term
 	$(MAKE) --no-print-directory test-lowest
 
 # For iterating: the same checks without coverage and without the tests marked slow.
-test-fast: lint typecheck system-deps $(JS_CLIENT)/node_modules/.package-lock.json
+test-fast: lint typecheck system-deps $(JS_CLIENT)/node_modules/.package-lock.json \
+	$(JS_RECIPES)/node_modules/.package-lock.json
 	$(PY) -m pytest -q $(PARALLEL) -m "not slow"
 
 test-lowest: $(LOW_STAMP) system-deps
@@ -117,6 +120,10 @@ test-lowest: $(LOW_STAMP) system-deps
 # The TypeScript program that tests the npm package wshub/static (tests/test_js_package.py).
 $(JS_CLIENT)/node_modules/.package-lock.json: $(JS_CLIENT)/package.json $(JS_CLIENT)/package-lock.json
 	cd $(JS_CLIENT) && npm ci --no-audit --no-fund
+
+# jsonwebtoken, for docs/security.md's Node recipe (tests/test_docs_recipes.py).
+$(JS_RECIPES)/node_modules/.package-lock.json: $(JS_RECIPES)/package.json $(JS_RECIPES)/package-lock.json
+	cd $(JS_RECIPES) && npm ci --no-audit --no-fund
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format $(SOURCES)
@@ -151,5 +158,5 @@ abuse: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(LOW_VENV) $(TOOLS) $(NODE_WS)/node_modules $(JS_CLIENT)/node_modules \
-		$(JS_CLIENT)/out .mypy_cache .ruff_cache \
+		$(JS_RECIPES)/node_modules $(JS_CLIENT)/out .mypy_cache .ruff_cache \
 		.pytest_cache *.egg-info .coverage .coverage.*

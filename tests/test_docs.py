@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 import websockets
 
+from tests.recipes_support import backend_tokens_work
 from tests.support import ROOT, RedisProcess, ServerProcess, connect, free_port
 from wshub.core.auth import mint_token
 
@@ -513,28 +514,10 @@ def security_backend(s: Snippet, run: Run) -> None:
     hub = ServerProcess(env={"WSHUB_JWT_SECRET": SECRET}).start()
 
     async def check(host: str) -> None:
-        status, body = await asyncio.to_thread(http, f"http://{host}/wshub/token")
-        assert status == 200
-        async with websockets.connect(f"{hub.url}/ws") as ws:  # no token in the URL
-            await ws.send(json.dumps({"type": "auth", "id": 1, "token": json.loads(body)["token"]}))
-            welcome = json.loads(await ws.recv())
-            assert (welcome["type"], welcome["user"], welcome["id"]) == ("welcome", "alice", 1)
-            assert welcome["expires"] - time.time() > 290
-            subscribed = json.loads(await ws.recv())
-            assert (subscribed["type"], subscribed["channel"]) == ("subscribed", "news")
-            status, body = await asyncio.to_thread(http, f"http://{host}/wshub/rooms/42/token")
-            assert status == 200
-            room = json.loads(body)["token"]
-            await ws.send(
-                json.dumps({"type": "join", "id": 2, "channel": "room:42", "token": room})
-            )
-            assert json.loads(await ws.recv())["type"] == "joined"
-            status, _ = await asyncio.to_thread(http, f"http://{host}/wshub/rooms/7/token")
-            assert status == 403
-            status, body = await asyncio.to_thread(http, f"http://{host}/wshub/token")
-            refresh = {"type": "refresh", "id": 3, "token": json.loads(body)["token"]}
-            await ws.send(json.dumps(refresh))
-            assert json.loads(await ws.recv())["type"] == "ack"
+        async def get(path: str) -> tuple[int, bytes]:
+            return await asyncio.to_thread(http, f"http://{host}{path}")
+
+        await backend_tokens_work(hub.url, get)
 
     try:
         serve_app(s, run, check, WSHUB_JWT_SECRET=SECRET)
@@ -584,6 +567,10 @@ HOW: dict[tuple[str, str], How] = {
     ("docs/scaling.md", "wshub serve --broker"): scaling_lines,
     ("docs/security.md", "export WSHUB_JWT_SECRET="): security_token,
     ("docs/security.md", "SECRET = os.environ"): security_backend,
+    ("docs/security.md", "# views.py"): (
+        "run as written by tests/test_docs_recipes.py, in a process of its own (Django's "
+        "settings are global to one), as is the Node recipe"
+    ),
 }
 
 

@@ -1,6 +1,7 @@
 """Issue 14's test list for a client that is not ours (the ``websockets`` library), where the
 other identity tests leave a gap: every connection here is identified the version 2 way, by
 its ``auth`` frame, on real ``wshub serve`` processes (two on a real Redis where it says so).
+The server never closes with 1000 on its own (it answers a client's 1000 with 1000).
 
 Already covered elsewhere, and not repeated here:
 tests/test_identity.py (auth, welcome.expires, 4003 both ways, --auth-timeout, refresh,
@@ -9,7 +10,8 @@ ack.expires, refresh racing a publication, bad input before auth), tests/test_su
 /api/subscribe and /api/unsubscribe on one node and on two), tests/test_identity_edges.py
 (1001 while waiting for auth), tests/test_api.py (1008 from /api/disconnect),
 tests/test_limits.py and tests/test_close_under_load.py (1009), tests/test_delivery.py (4008),
-tests/test_stalls.py (1011), tests/test_auth.py (4001), tests/test_tokens.py (``wshub token``).
+tests/test_stalls.py (1011 on the chat), tests/test_auth.py (4001), tests/test_tokens.py
+(``wshub token``).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from tests.identity_support import (
     unidentified,
     until_past,
 )
+from tests.proxy import TcpProxy
 from tests.support import ROOT, Client, RedisProcess, ServerProcess, connect
 from tests.test_delivery import publish_all, read_until_closed, wait_for_member_left
 from tests.test_tokens import private_pem, public_pem
@@ -331,6 +334,36 @@ async def test_an_identified_slow_consumer_is_closed_with_4008(make_server: Serv
         _, closed = await read_until_closed(slow)
         await publishing
         assert closed.rcvd is not None and closed.rcvd.code == 4008
+
+
+@pytest.mark.slow
+async def test_a_gap_history_no_longer_holds_closes_an_identified_connection_with_1011(
+    make_server: ServerFactory, redis: RedisProcess
+) -> None:
+    proxy = await TcpProxy(redis.port).start()
+    flags = ("--broker-timeout", "2", "--history-size", "2")
+    behind = make_server("--broker", f"redis://127.0.0.1:{proxy.port}/0", *flags, **ENV)
+    direct = make_server("--broker", redis.url, *flags, **ENV)
+    channel = unique("feed:")
+    try:
+        async with (
+            authed(behind.url, token("sub", join=["feed:*"])) as sub,
+            authed(direct.url, token("pub", publish=["*"])) as pub,
+        ):
+            joined = await sub.join(channel)
+            await pub.publish(channel, 0)
+            (first,) = await sub.messages(1)
+            proxy.sever()  # the node behind the proxy hears nothing more, and is not told
+            for i in range(1, 6):  # five more while it is deaf; history keeps the last two
+                await pub.publish(channel, i)
+            # Found within the broker timeout; the gap (offsets 2 to 4) cannot be filled.
+            assert await close_code(sub, timeout=20) == 1011
+            assert sub.ws.close_reason == "missed messages: rejoin"
+        async with authed(behind.url, token("sub", join=["feed:*"])) as again:
+            since = {"offset": first["offset"], "epoch": joined["epoch"]}
+            assert (await again.join(channel, since=since))["recovered"] is False
+    finally:
+        await proxy.close()
 
 
 # --- wshub token, on a real hub --------------------------------------------------------------

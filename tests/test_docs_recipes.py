@@ -19,10 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from tests.identity_support import auth, unidentified
 from tests.recipes_support import backend_tokens_work
 from tests.support import ROOT, ServerProcess, free_port
 from tests.test_docs import SECRET, all_snippets, http, snippet, wait_healthy
+from tests.test_tokens import private_pem, public_pem
 
 RECIPES = ROOT / "tests" / "js" / "recipes"
 
@@ -122,3 +125,42 @@ def test_the_node_recipe_mints_tokens_the_hub_accepts(tmp_path: Path, hub: Serve
         finally:
             backend.terminate()
             backend.wait(10)
+
+
+@pytest.mark.parametrize("algorithm", ["RS256", "ES256"])
+async def test_jsonwebtoken_signs_rs256_and_es256_as_the_recipe_says(
+    tmp_path: Path, algorithm: str
+) -> None:
+    """ "With RS256 or ES256, pass the private key instead of SECRET": the hub, given the
+    public key, takes what jsonwebtoken signs with the private one."""
+    key = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if algorithm == "RS256"
+        else ec.generate_private_key(ec.SECP256R1())
+    )
+    (tmp_path / "private.pem").write_bytes(private_pem(key))
+    (tmp_path / "public.pem").write_bytes(public_pem(key))
+    node = shutil.which("node")
+    assert node, "node is needed to run the Node recipe"
+    sign = (
+        'const jwt = require("jsonwebtoken"); const fs = require("node:fs");'
+        "const [key, algorithm] = process.argv.slice(1);"
+        'console.log(jwt.sign({ sub: "alice", join: ["chat:*"] }, fs.readFileSync(key),'
+        " { algorithm, expiresIn: 60 }));"
+    )
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [node, "-e", sign, str(tmp_path / "private.pem"), algorithm],
+        env=reader_env(NODE_PATH=str(installed_recipes())),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    hub = ServerProcess("--jwt-public-key", str(tmp_path / "public.pem")).start()
+    try:
+        async with unidentified(hub.url) as alice:
+            assert (await auth(alice, done.stdout.strip()))["user"] == "alice"
+            assert (await alice.join("chat:a"))["type"] == "joined"
+    finally:
+        hub.stop()

@@ -42,6 +42,7 @@ from tests.identity_support import (
     error_code,
     expired,
     still_usable,
+    sub_token,
     token,
     unidentified,
     until_past,
@@ -158,6 +159,8 @@ async def test_a_refresh_leaves_a_claimed_channel_and_joins_none_of_the_new_clai
     user, old, new = unique("u"), unique("news:"), unique("news:")
     async with authed(node.url, token(user, channels=[old])) as c:
         assert (await c.expect("subscribed"))["channel"] == old
+        same = await c.request({"type": "refresh", "token": token(user, channels=[old])})
+        assert same["type"] == "ack" and not c._backlog  # the same claim keeps it
         ack = await c.request({"type": "refresh", "token": token(user, channels=[new])})
         assert c._backlog.popleft() == {
             "type": "unsubscribed",
@@ -218,6 +221,41 @@ async def test_a_channel_left_on_refresh_is_closed_to_presence_and_history_until
         assert [m["data"] for m in await c.messages(3)] == [2, 3, 4]
         await still_usable(c)
         assert not c._backlog  # each once
+
+
+# --- subscription tokens ---------------------------------------------------------------------
+
+
+async def test_joining_again_with_a_fresh_subscription_token_repeats_and_loses_nothing(
+    node: ServerProcess,
+) -> None:
+    """docs/security.md, "Subscription tokens": the join again is answered ``joined``, and the
+    messages flow on through the first token's end."""
+    user, room = unique("u"), unique("room:")
+    async with (
+        authed(node.url, token(user)) as c,
+        authed(node.url, token("pub", publish=["*"])) as pub,
+    ):
+        joined = await c.join(room, token=sub_token(user, room, ttl=2))
+        first_end = time.time() + 2
+        sent = 0
+
+        async def flow(until: float) -> None:
+            nonlocal sent
+            while time.time() < until:
+                await pub.publish(room, sent)
+                sent += 1
+                await asyncio.sleep(0.01)
+
+        await flow(first_end - 1)
+        again = await c.join(room, token=sub_token(user, room, ttl=60))
+        assert again["type"] == "joined"
+        await flow(first_end + 1)  # past the first token's end
+        await still_usable(c)  # after the last ack: every message is in before the pong
+        frames = list(c._backlog)
+        assert "unsubscribed" not in [f["type"] for f in frames]
+        got = [f["offset"] for f in frames if f["type"] == "message"]
+        assert got == list(range(joined["offset"] + 1, joined["offset"] + 1 + sent))
 
 
 # --- server-side subscriptions ---------------------------------------------------------------

@@ -128,6 +128,20 @@ async def test_a_frame_over_the_hard_cap_while_waiting_for_auth_closes_with_1009
         await still_usable(after)
 
 
+async def test_frames_while_waiting_do_not_extend_the_auth_timeout(
+    make_server: ServerFactory,
+) -> None:
+    quick = make_server("--auth-timeout", "1.5", **ENV)
+    started = time.monotonic()
+    async with unidentified(quick.url) as c:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            while time.monotonic() - started < 10:  # pings all along: answered, not counted
+                assert (await c.request({"type": "ping"}))["type"] == "pong"
+                await asyncio.sleep(0.2)
+        assert c.ws.close_code == 4003
+    assert 1.4 <= time.monotonic() - started < 5
+
+
 # --- token refresh ---------------------------------------------------------------------------
 
 
@@ -278,6 +292,10 @@ async def test_a_server_join_is_like_any_join_for_the_other_members(node: Server
         # The token still allows a join of its own (docs/security.md, "Revocation").
         assert (await c.join(channel))["type"] == "joined"
         assert (await watcher.expect("member_joined"))["user"] == user
+        # Only the connections open at the moment: a later one of the same user is not joined.
+        async with authed(node.url, token(user, join=["ops:*"])) as later:
+            await still_usable(later)
+            assert not later._backlog
         nobody = {"user": unique("nobody"), "channel": channel}
         for path in ("/api/subscribe", "/api/unsubscribe"):
             assert (await post(node, path, nobody)).status_code == 204  # a no-op, not an error

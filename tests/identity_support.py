@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -71,3 +72,16 @@ def until_past(moment: float) -> float:
 
 def dumps(frame: dict[str, Any]) -> str:
     return json.dumps(frame)
+
+
+@contextlib.asynccontextmanager
+async def authed(base: str, jwt: str, **kwargs: Any) -> AsyncIterator[Client]:
+    """A connection with no token in its URL, identified by its ``auth`` frame."""
+    async with unidentified(base, **kwargs) as client:
+        await auth(client, jwt)
+        yield client
+
+
+def unique(prefix: str) -> str:
+    """A channel or user name of one test alone, on a node that outlives the test."""
+    return f"{prefix}{uuid.uuid4().hex[:8]}"

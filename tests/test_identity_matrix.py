@@ -1,7 +1,7 @@
 """Issue 14's test list for a client that is not ours (the ``websockets`` library), where the
 other identity tests leave a gap: every connection here is identified the version 2 way, by
 its ``auth`` frame, on real ``wshub serve`` processes (two on a real Redis where it says so).
-The server never closes with 1000 on its own (it answers a client's 1000 with 1000).
+The close table on such connections is in tests/test_identity_closes.py.
 
 Already covered elsewhere, and not repeated here:
 tests/test_identity.py (auth, welcome.expires, 4003 both ways, --auth-timeout, refresh,
@@ -19,13 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from tests.conftest import ServerFactory
 from tests.identity_support import (
     SECRET,
-    auth,
+    authed,
     close_code,
     error_code,
     expired,
@@ -45,11 +42,10 @@ from tests.identity_support import (
     sub_token,
     token,
     unidentified,
+    unique,
     until_past,
 )
-from tests.proxy import TcpProxy
-from tests.support import ROOT, Client, RedisProcess, ServerProcess, connect
-from tests.test_delivery import publish_all, read_until_closed, wait_for_member_left
+from tests.support import ROOT, RedisProcess, ServerProcess, connect
 from tests.test_tokens import private_pem, public_pem
 
 KEY = "an-api-key-for-the-identity-matrix"
@@ -62,19 +58,6 @@ def node() -> Iterator[ServerProcess]:
     proc = ServerProcess("--max-frame-bytes", "4096", env=ENV).start()
     yield proc
     proc.stop()
-
-
-def unique(prefix: str) -> str:
-    """A channel or user of this test alone: the module's node outlives each test."""
-    return f"{prefix}{uuid.uuid4().hex[:8]}"
-
-
-@contextlib.asynccontextmanager
-async def authed(base: str, jwt: str, **kwargs: Any) -> AsyncIterator[Client]:
-    """A connection with no token in its URL, identified by its ``auth`` frame."""
-    async with unidentified(base, **kwargs) as client:
-        await auth(client, jwt)
-        yield client
 
 
 async def post(node: ServerProcess, path: str, body: Any) -> httpx.Response:
@@ -328,98 +311,6 @@ async def test_on_two_nodes_a_publication_racing_subscribe_is_seen_once_and_disc
         for c in (on_a, on_b):
             assert await close_code(c) == 1008
             assert c.ws.close_reason == "disconnected by the server"
-
-
-# --- the close table, on connections identified by their auth frame --------------------------
-
-
-@pytest.mark.slow
-async def test_a_drain_closes_an_identified_connection_with_1001(
-    make_server: ServerFactory,
-) -> None:
-    draining = make_server("--drain-seconds", "1", **ENV)
-    async with authed(draining.url, token("ann", join=["chat:*"])) as c:
-        await c.join("chat:a")
-        assert draining.proc is not None
-        draining.proc.send_signal(signal.SIGTERM)
-        assert await close_code(c) == 1001
-        assert c.ws.close_reason == "server draining: reconnect"
-
-
-@pytest.mark.slow
-async def test_ten_seconds_of_flooding_close_an_identified_connection_with_1008(
-    make_server: ServerFactory,
-) -> None:
-    limited = make_server("--rate-limit", "5", **ENV)
-    async with authed(limited.url, token("ann")) as c:
-
-        async def flood() -> None:
-            with contextlib.suppress(websockets.ConnectionClosed):
-                while True:
-                    await c.send({"type": "ping"})
-                    await asyncio.sleep(0.005)
-
-        started = time.monotonic()
-        flooding = asyncio.create_task(flood())
-        assert await close_code(c, timeout=30) == 1008
-        assert c.ws.close_reason == "rate limit exceeded repeatedly"
-        assert time.monotonic() - started >= 10
-        await flooding
-    async with authed(limited.url, token("ann")) as again:  # not banned: a new connection works
-        await still_usable(again)
-
-
-async def test_an_identified_slow_consumer_is_closed_with_4008(make_server: ServerFactory) -> None:
-    small = make_server("--queue-size", "64", **ENV)
-    channel = unique("feed:")
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", small.port))
-    async with (
-        authed(small.url, token("slow", join=["feed:*"]), sock=sock, ping_interval=None) as slow,
-        authed(small.url, token("watcher", join=["feed:*"])) as watcher,
-        authed(small.url, token("pub", publish=["*"])) as pub,
-    ):
-        await slow.join(channel)
-        await watcher.join(channel)
-        slow.ws.transport.pause_reading()  # from here on, slow reads nothing
-        # 6 MB: more than the kernel's socket buffers hold, as in tests/test_delivery.py.
-        publishing = asyncio.create_task(publish_all(pub, channel, 6000))
-        await wait_for_member_left(watcher, "slow", timeout=30)
-        slow.ws.transport.resume_reading()
-        _, closed = await read_until_closed(slow)
-        await publishing
-        assert closed.rcvd is not None and closed.rcvd.code == 4008
-
-
-@pytest.mark.slow
-async def test_a_gap_history_no_longer_holds_closes_an_identified_connection_with_1011(
-    make_server: ServerFactory, redis: RedisProcess
-) -> None:
-    proxy = await TcpProxy(redis.port).start()
-    flags = ("--broker-timeout", "2", "--history-size", "2")
-    behind = make_server("--broker", f"redis://127.0.0.1:{proxy.port}/0", *flags, **ENV)
-    direct = make_server("--broker", redis.url, *flags, **ENV)
-    channel = unique("feed:")
-    try:
-        async with (
-            authed(behind.url, token("sub", join=["feed:*"])) as sub,
-            authed(direct.url, token("pub", publish=["*"])) as pub,
-        ):
-            joined = await sub.join(channel)
-            await pub.publish(channel, 0)
-            (first,) = await sub.messages(1)
-            proxy.sever()  # the node behind the proxy hears nothing more, and is not told
-            for i in range(1, 6):  # five more while it is deaf; history keeps the last two
-                await pub.publish(channel, i)
-            # Found within the broker timeout; the gap (offsets 2 to 4) cannot be filled.
-            assert await close_code(sub, timeout=20) == 1011
-            assert sub.ws.close_reason == "missed messages: rejoin"
-        async with authed(behind.url, token("sub", join=["feed:*"])) as again:
-            since = {"offset": first["offset"], "epoch": joined["epoch"]}
-            assert (await again.join(channel, since=since))["recovered"] is False
-    finally:
-        await proxy.close()
 
 
 # --- wshub token, on a real hub --------------------------------------------------------------

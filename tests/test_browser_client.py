@@ -4,12 +4,16 @@ told why the client stopped.
 
 Each test drives a client from a page of the server's origin and records its events. A test
 that checks the client did NOT reconnect waits for its "stopped" event: the client emits it
-exactly where it would otherwise have scheduled the reconnect.
+exactly where it would otherwise have scheduled the reconnect. Where wshub cannot be made to
+close with a code on demand (1000, 1011, 1012, 4008), a small real server on the `websockets`
+library closes with it (:class:`Closer`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
 import time
 import urllib.request
 from collections.abc import AsyncIterator
@@ -17,31 +21,35 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page, WebSocket, async_playwright
+from websockets.asyncio.server import ServerConnection, serve
 
 from tests.conftest import ServerFactory
-from tests.support import ROOT, connect, serve_in_process
+from tests.support import ROOT, ServerProcess, connect, free_port, serve_in_process
 from tests.test_browser import ARGS, CHROMIUM
 from wshub import Hub
 from wshub.core.auth import mint_token
+from wshub.core.tokens import Claims, Signer
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]  # real Chromium
 
 SECRET = "browser-client-secret-of-32-bytes-or-more"
 KEY = "browser-client-api-key"
 
-# Starts a client in the page: window.log collects its events, window.tokens feeds getToken.
-START = """async ({ url, token, tokens, user }) => {
+# Starts a client in the page: window.log collects its events, window.tokens feeds getToken
+# after a close or a refusal. It has no token to refresh with (tests/test_browser_identity.py
+# has), so a token that ends closes the connection with 4001.
+START = """async ({ url, token, tokens, user, tokenInUrl }) => {
   const { WshubClient } = await import("/static/wshub.js");
   window.log = [];
   window.tokens = tokens;
-  const options = { token, user, backoffMin: 100 };
+  const options = { token, user, tokenInUrl, backoffMin: 100, backoffMax: 400 };
   if (tokens) options.getToken = async (why) => {
     window.log.push({ type: "getToken", ...why });
-    return window.tokens.shift() ?? null;
+    return why.cause === "refresh" ? null : window.tokens.shift() ?? null;
   };
   const client = (window.client = new WshubClient(url, options));
-  for (const type of ["stopped", "reconnecting", "welcome", "message"]) {
+  for (const type of ["stopped", "reconnecting", "welcome", "message", "resync"]) {
     client.on(type, (d) => window.log.push({ type, ...d }));
   }
   try {
@@ -69,11 +77,21 @@ async def start(
     token: str | None = None,
     tokens: list[str] | None = None,
     user: str | None = None,
+    sent: list[dict[str, Any]] | None = None,
+    in_url: bool = False,
 ) -> tuple[Page, dict[str, Any]]:
+    """A page running a client; ``sent`` collects every frame it sends, as Chromium saw it."""
     page = await browser.new_page()
     page.set_default_timeout(15_000)
+    if sent is not None:
+        record = sent
+
+        def frames(socket: WebSocket) -> None:
+            socket.on("framesent", lambda payload: record.append(json.loads(payload)))
+
+        page.on("websocket", frames)
     await page.goto(f"{origin}/healthz")
-    arg = {"url": f"{ws}/ws", "token": token, "tokens": tokens, "user": user}
+    arg = {"url": f"{ws}/ws", "token": token, "tokens": tokens, "user": user, "tokenInUrl": in_url}
     result: dict[str, Any] = await page.evaluate(START, arg)
     return page, result
 
@@ -145,8 +163,9 @@ async def test_a_token_that_expires_while_connected_is_renewed_through_the_callb
         browser, node.http, node.url, token=token("bea", ttl=3), tokens=[token("bea")]
     )
     assert result == {"state": "open"}
-    [asked] = await events(page, "getToken")
-    assert (asked["code"], asked["reason"]) == (4001, "token expired")
+    refresh, asked = await events(page, "getToken", 2)
+    assert refresh["cause"] == "refresh"  # and it had none
+    assert (asked["cause"], asked["code"], asked["reason"]) == ("renew", 4001, "token expired")
     await events(page, "welcome", 2)
     await page.wait_for_function("window.client.state === 'open' && window.client.reconnects")
     # Joined again: a publication after the renewal reaches the page.
@@ -168,8 +187,10 @@ async def test_an_expired_token_with_no_new_one_stops_with_the_reason(
     assert (stopped["code"], stopped["reason"]) == (4001, "token expired")
     await page.close()
 
-    # Refused at the handshake (401): handled as 4001, with the server's reason.
-    page, result = await start(browser, node.http, node.url, token=token("cid", ttl=-5), tokens=[])
+    # In the URL (as for a protocol v1 server), refused at the handshake (401): handled as
+    # 4001, with the server's reason.
+    expired = token("cid", ttl=-5)
+    page, result = await start(browser, node.http, node.url, expired, [], in_url=True)
     assert result["error"] == "Stopped"
     assert (result["code"], result["status"]) == (4001, 401)
     assert "token expired" in result["message"]
@@ -178,9 +199,7 @@ async def test_an_expired_token_with_no_new_one_stops_with_the_reason(
     await page.close()
 
     # The same refusal, and the callback has a good token: connected.
-    page, result = await start(
-        browser, node.http, node.url, token=token("cid", ttl=-5), tokens=[token("cid")]
-    )
+    page, result = await start(browser, node.http, node.url, expired, [token("cid")], in_url=True)
     assert result == {"state": "open"}
     await page.close()
 
@@ -234,3 +253,144 @@ async def test_the_library_docs_page_gets_wshub_js_from_hub_router(browser: Brow
         await hub.publish("orders:1", {"status": "shipped"})
         await page.wait_for_function("document.body.innerText.includes('shipped')")
         await page.close()
+
+
+def joins(sent: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [f for f in sent if f["type"] == "join"]
+
+
+class Closer:
+    """A real WebSocket server (the `websockets` library) with just enough of the protocol:
+    it welcomes a client, answers its joins at offset 1 of epoch ``e``, sends that message,
+    and closes the first connection with ``code``. Later connections stay open."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+        self.port = free_port()
+        self.connections = 0
+
+    async def handler(self, ws: ServerConnection) -> None:
+        self.connections += 1
+        first = self.connections == 1
+        welcome = {"type": "welcome", "user": "fay", "session": f"s{self.connections}",
+                   "server": {"name": "closer", "version": "0"}, "heartbeat": 0}  # fmt: skip
+        await ws.send(json.dumps(welcome))
+        async for raw in ws:
+            frame = json.loads(raw)
+            if frame["type"] != "join":
+                continue
+            joined = {"type": "joined", "id": frame["id"], "channel": frame["channel"],
+                      "offset": 1, "epoch": "e", "recovered": "since" in frame}  # fmt: skip
+            await ws.send(json.dumps(joined))
+            if first:
+                message = {"type": "message", "channel": frame["channel"], "offset": 1,
+                           "epoch": "e", "from": None, "data": "one", "ts": 0}  # fmt: skip
+                await ws.send(json.dumps(message))
+                await ws.close(self.code, f"closing with {self.code}")
+
+
+async def test_a_normal_close_is_left_alone(browser: Browser, server_page: str) -> None:
+    closer = Closer(1000)
+    async with serve(closer.handler, "127.0.0.1", closer.port):
+        page, result = await start(browser, server_page, f"ws://127.0.0.1:{closer.port}")
+        assert result == {"state": "open"}
+        [stopped] = await events(page, "stopped")
+    assert (stopped["code"], stopped["reason"]) == (1000, "closing with 1000")
+    assert await page.evaluate("window.log.filter(e => e.type === 'reconnecting')") == []
+    assert closer.connections == 1
+    await page.close()
+
+
+# 4008 here too: a browser reads too fast to be made a slow consumer on demand.
+@pytest.mark.parametrize("code", [1011, 1012, 4008])
+async def test_an_internal_error_a_restart_or_a_slow_consumer_reconnects_and_joins_with_since(
+    browser: Browser, server_page: str, code: int
+) -> None:
+    closer = Closer(code)
+    sent: list[dict[str, Any]] = []
+    async with serve(closer.handler, "127.0.0.1", closer.port):
+        page, result = await start(browser, server_page, f"ws://127.0.0.1:{closer.port}", sent=sent)
+        assert result == {"state": "open"}
+        [again] = await events(page, "reconnecting")
+        await events(page, "welcome", 2)
+        await page.wait_for_function("window.client.state === 'open' && window.client.reconnects")
+    assert (again["code"], again["reason"]) == (code, f"closing with {code}")
+    assert 50 <= again["delay"] <= 100  # backoffMin 100 with jitter: the upper half
+    first, rejoin = joins(sent)
+    assert "since" not in first
+    assert rejoin["since"] == {"offset": 1, "epoch": "e"}
+    assert await page.evaluate("window.log.filter(e => e.type === 'resync')") == []
+    await page.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def server_page(browser: Browser) -> AsyncIterator[str]:
+    """A wshub node whose origin serves the pages of tests that talk to other servers."""
+    node = await asyncio.to_thread(ServerProcess().start)
+    yield node.http
+    await asyncio.to_thread(node.stop)
+
+
+async def test_a_draining_node_closes_with_1001_and_the_client_resumes_after_it(
+    make_server: ServerFactory, browser: Browser
+) -> None:
+    node = make_server(WSHUB_DRAIN_SECONDS="0.2")
+    sent: list[dict[str, Any]] = []
+    page, result = await start(browser, node.http, node.url, user="gil", sent=sent)
+    assert result == {"state": "open"}
+    async with connect(node.url, "pub") as pub:
+        await pub.publish("chat:lobby", "before the drain")
+    await events(page, "message")
+    assert node.proc is not None
+    node.proc.send_signal(signal.SIGTERM)  # a drain: every connection closed with 1001
+    [again] = await events(page, "reconnecting")
+    assert (again["code"], again["reason"]) == (1001, "server draining: reconnect")
+    await asyncio.to_thread(node.proc.wait, 10)
+    await asyncio.to_thread(node.restart)  # on the same port: where the client comes back
+    await events(page, "welcome", 2)
+    await page.wait_for_function("window.client.state === 'open' && window.client.reconnects")
+    first, rejoin = joins(sent)[:2]
+    assert "since" not in first
+    assert rejoin["since"]["offset"] == 1
+    # A new process has a new in-memory history: the client is told it could not resume.
+    [resync] = await events(page, "resync")
+    assert (resync["lastOffset"], resync["lastEpoch"]) == (1, rejoin["since"]["epoch"])
+    await page.close()
+
+
+async def test_a_frame_over_the_hard_cap_closes_1009_and_the_client_stops(
+    make_server: ServerFactory, browser: Browser
+) -> None:
+    node = make_server("--max-frame-bytes", "1024")  # the hard cap: 1 MiB
+    page, result = await start(browser, node.http, node.url, user="hal")
+    assert result == {"state": "open"}
+    refused = await page.evaluate(
+        """() => window.client.publish("chat:lobby", "x".repeat(1100000))
+              .then(() => "published", (err) => err.name)"""
+    )
+    assert refused == "ConnectionLost"
+    [stopped] = await events(page, "stopped")
+    assert stopped["code"] == 1009
+    assert await page.evaluate("window.log.filter(e => e.type === 'reconnecting')") == []
+    await page.close()
+
+
+async def test_an_auth_frame_that_does_not_verify_asks_for_a_token_4003(
+    make_server: ServerFactory, browser: Browser
+) -> None:
+    node = make_server(WSHUB_JWT_SECRET=SECRET)
+    forged = Signer.from_secret("f" * 40).sign(Claims("jo", join=["chat:*"]))
+    page, result = await start(browser, node.http, node.url, token=forged, tokens=[token("jo")])
+    assert result == {"state": "open"}
+    [asked] = await events(page, "getToken")
+    # The reason is the server's error answering the auth frame, not just the close's.
+    assert (asked["cause"], asked["code"]) == ("renew", 4003)
+    assert asked["reason"] == "token signature does not verify"
+    assert await page.evaluate("window.client.user") == "jo"
+    await page.close()
+
+    page, result = await start(browser, node.http, node.url, token=forged, tokens=[])
+    assert result["error"] == "Stopped"
+    assert result["code"] == 4003
+    assert "token signature does not verify" in result["message"]
+    await page.close()

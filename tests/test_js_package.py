@@ -90,14 +90,17 @@ def test_a_typescript_program_runs_under_node_against_a_live_server(
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     steps = [json.loads(line) for line in done.stdout.splitlines()]
-    assert [s["step"] for s in steps] == ["published", "getToken", "renewed"]
-    published, asked, renewed = steps
+    assert [s["step"] for s in steps] == ["getToken", "published", "getToken", "refreshed"]
+    connecting, published, refreshing, refreshed = steps
+    assert connecting["cause"] == "connect"
     assert published["user"] == "ts"
     assert published["message"]["data"] == {"text": "before"}
-    assert (asked["code"], asked["reason"]) == (4001, "token expired")
-    assert renewed["reconnects"] == 1
-    assert renewed["message"]["data"] == {"text": "after"}
-    assert renewed["message"]["offset"] == published["offset"] + 1
+    # Asked before the first token's end, and the connection stayed: no reconnect.
+    assert (refreshing["cause"], refreshing["expires"]) == ("refresh", int(now + 2))
+    assert refreshed["expires"] == int(now + 3600)
+    assert refreshed["reconnects"] == 0
+    assert refreshed["message"]["data"] == {"text": "after"}
+    assert refreshed["message"]["offset"] == published["offset"] + 1
 
 
 def test_a_wrong_program_does_not_type_check(project: Path) -> None:

@@ -88,6 +88,48 @@ export interface Reconnecting {
 
 export type State = "connecting" | "open" | "reconnecting" | "closed";
 
+/** What the token function is asked for, and why. */
+export interface TokenRequest {
+  /** "connect": no token yet; "refresh": the current one ends at `expires` (Unix seconds)
+   * and the connection stays if a new one comes; "renew": the server closed with 4001 or
+   * 4003, or refused the handshake with 401 (`code`, `reason`, `status` say which). */
+  cause: "connect" | "refresh" | "renew";
+  code?: number;
+  reason?: string;
+  status?: number;
+  expires?: number;
+}
+
+/** The application's token function: a JWT, or null (or undefined) when it has none. On
+ * "renew" null stops the client; on "refresh" it leaves the connection to end at `expires`. */
+export type TokenFunction = (
+  why: TokenRequest,
+) => string | null | undefined | Promise<string | null | undefined>;
+
+/** The server joined the connection to a channel (the token's `channels`, or the HTTP API). */
+export interface Subscribed {
+  type: "subscribed";
+  channel: string;
+  offset: number;
+  epoch: string;
+}
+
+/** The server took the connection out of a channel: through the HTTP API ("server"), a
+ * refreshed token that no longer allows it ("permissions"), or its subscription token's end
+ * ("expired"). The client does not join it again after a reconnect. */
+export interface Unsubscribed {
+  type: "unsubscribed";
+  channel: string;
+  reason: "server" | "permissions" | "expired";
+}
+
+/** A token was replaced without a reconnect: the connection's (no `channel`) or one
+ * channel's subscription token; `expires` is its new end, Unix seconds, or null. */
+export interface Refreshed {
+  channel?: string;
+  expires: number | null;
+}
+
 export interface ClientEvents {
   state: State;
   welcome: Welcome;
@@ -96,7 +138,11 @@ export interface ClientEvents {
   member_joined: MemberEvent;
   member_left: MemberEvent;
   resync: Resync;
-  error: { channel?: string; error: ServerError };
+  subscribed: Subscribed;
+  unsubscribed: Unsubscribed;
+  refreshed: Refreshed;
+  /** A request without a caller failed: a rejoin, a refresh, a renewal. */
+  error: { channel?: string; error: Error };
   reconnecting: Reconnecting;
   stopped: StopInfo;
 }
@@ -112,13 +158,25 @@ export interface WebSocketLike {
 }
 
 export interface ClientOptions {
-  /** A JWT, for a server that checks tokens. */
-  token?: string;
+  /** A JWT, or a function that gets one, for a server that checks tokens. It is sent in the
+   * `auth` frame, not in the URL (unless `tokenInUrl`). */
+  token?: string | TokenFunction;
   /** The user id in open mode (no auth configured). */
   user?: string;
-  /** Asked for a new token when the token expired (4001), was refused at the handshake
-   * (401) or did not verify (4003). Return null or undefined to stop instead. */
-  getToken?: (why: StopInfo) => string | null | undefined | Promise<string | null | undefined>;
+  /** Asked for a token before `expires` (a `refresh`), and after 4001, 4003 or a 401 (then a
+   * reconnect; null stops). Defaults to `token` when that is a function. */
+  getToken?: TokenFunction;
+  /** A subscription token for a channel, asked at each join of it (a reconnect's included)
+   * and again before the token's `exp`; null or undefined: join without one. */
+  getSubscriptionToken?: (
+    channel: string,
+  ) => string | null | undefined | Promise<string | null | undefined>;
+  /** Send the token as `?token=` at the handshake instead of in an `auth` frame: for servers
+   * of protocol version 1 only, since URLs end up in access logs. */
+  tokenInUrl?: boolean;
+  /** The most, in milliseconds, that a refresh comes before a token's end (default 60000;
+   * it is a quarter of the token's remaining life when that is shorter, with jitter). */
+  refreshBefore?: number;
   /** Reconnect backoff bounds, in milliseconds (default 250 and 10000). */
   backoffMin?: number;
   backoffMax?: number;
@@ -152,6 +210,9 @@ export class Stopped extends ConnectionLost {
 /** `ws://host/ws` from a page's location, for pages served by wshub itself. */
 export function defaultUrl(loc?: { protocol: string; host: string }): string;
 
+/** The claims of a JWT, decoded without verifying it; {} for anything that is not one. */
+export function tokenClaims(token: string): { [claim: string]: Json };
+
 /** What the client does after a close with `code` (the protocol's "client does" column). */
 export function closeAction(code: number): "stop" | "token" | "reconnect";
 
@@ -161,6 +222,8 @@ export class WshubClient {
   readonly url: string;
   readonly state: State;
   readonly welcome: Welcome | null;
+  /** The connection token's end, Unix seconds (from welcome or the last refresh), or null. */
+  readonly expires: number | null;
   /** Why the client stopped by itself, or null. */
   readonly stopped: StopInfo | null;
   /** The user id the server gave this connection (after welcome). */
@@ -175,7 +238,8 @@ export class WshubClient {
   connect(): Promise<Welcome>;
   /** Close for good: no reconnect. */
   close(): void;
-  /** Join a channel; after a reconnect it is joined again from the last position seen. */
+  /** Join a channel (with a token from getSubscriptionToken, when it gives one); after a
+   * reconnect it is joined again from the last position seen. */
   join(channel: string, options?: { meta?: Json }): Promise<Joined>;
   leave(channel: string): Promise<{ type: "left"; id: number; channel: string }>;
   /** Publish; resolves to the message's offset. */

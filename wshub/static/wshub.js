@@ -3,6 +3,7 @@
 //
 //   import { WshubClient } from "/static/wshub.js";
 //   const client = new WshubClient("ws://127.0.0.1:8000/ws", { user: "alice" });
+//   // with auth: { token: async () => (await (await fetch("/wshub/token")).json()).token }
 //   client.on("message", (m) => console.log(m.channel, m.offset, m.data));
 //   client.on("resync", ({ channel }) => refetch(channel));   // recovered: false
 //   client.on("state", (s) => banner(s));                     // connecting/open/reconnecting/closed
@@ -17,6 +18,14 @@
 // server answers `recovered: false`, a "resync" event tells the app to refetch (history).
 // Browsers cannot see WebSocket pings, so it sends the protocol's `ping` every
 // `welcome.heartbeat` seconds and treats a missing `pong` as a dead link.
+//
+// Identity (docs/security.md, "In the browser"): the token (a string, or a function that
+// fetches one) goes in the `auth` first frame, never in the URL, so no access log holds it.
+// Before `welcome.expires` / `ack.expires` the client asks the function again and sends
+// `refresh`; a subscription token per channel comes from `getSubscriptionToken(channel)` at
+// each join and again before its own `exp`. `subscribed` / `unsubscribed` (the server put the
+// connection into a channel, or took it out) are events; a subscribed channel delivers its
+// messages as a joined one does.
 //
 // Every close follows the protocol's "client does" column (see `closeAction`). A browser
 // cannot read a refused handshake (it sees only 1006), so after a handshake fails the client
@@ -85,32 +94,58 @@ function httpUrl(wsUrl) {
   return u.toString();
 }
 
+/** The claims of a JWT, read without verifying it (the server does that): {} for anything
+ * that is not a JWT. The client reads only `exp` and `channels`, to know when to refresh
+ * and which channels the server joins by itself. */
+export function tokenClaims(token) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const bytes = Uint8Array.from(atob(part), (c) => c.charCodeAt(0));
+    const claims = JSON.parse(new TextDecoder().decode(bytes));
+    return claims && typeof claims === "object" && !Array.isArray(claims) ? claims : {};
+  } catch {
+    return {};
+  }
+}
+
 export class WshubClient {
   /**
    * @param {string} url  the `/ws` endpoint
-   * @param {object} options  token (JWT) or user (open mode); getToken (async ({code,
-   *   reason}) => a new token, or null to stop: called when the token expires or is refused);
+   * @param {object} options  token (a JWT, or a function that returns one) or user (open
+   *   mode); getToken (async ({cause, code, reason, status, expires}) => a token, or null:
+   *   asked before `expires` to refresh, and after 4001/4003/401 to reconnect, when it stops
+   *   without one); getSubscriptionToken (async (channel) => a subscription token, or null
+   *   for none); tokenInUrl (send the token as `?token=`, for servers of protocol version 1);
+   *   refreshBefore (ms, default 60000: the most a refresh comes before `expires`);
    *   backoffMin/backoffMax (ms); requestTimeout (ms); heartbeat (s, overrides
    *   welcome.heartbeat; 0 turns pings off); WebSocket (a constructor, for Node without a
    *   global one, such as the `ws` package's)
    */
   constructor(url, options = {}) {
-    this.options = { backoffMin: 250, backoffMax: 10000, requestTimeout: 10000, ...options };
+    this.options = {
+      backoffMin: 250,
+      backoffMax: 10000,
+      requestTimeout: 10000,
+      refreshBefore: 60000,
+      ...options,
+    };
     const u = new URL(url);
     if (!options.token && options.user) u.searchParams.set("user", options.user);
     /** The endpoint, never with the token in it: safe to show or log. */
     this.url = u.toString();
-    this.token = options.token || null;
+    this.token = typeof options.token === "string" && options.token ? options.token : null;
+    /** The connection token's end (Unix seconds, from welcome or the last refresh), or null. */
+    this.expires = null;
     this.state = "closed";
     this.welcome = null;
     /** Why the client stopped by itself: {code, reason, status?}, or null. */
     this.stopped = null;
     this.attempt = 0;
     this.reconnects = 0;
-    this.channels = new Map(); // name -> { meta, offset, epoch, resuming }
+    this.channels = new Map(); // name -> { meta, offset, epoch, resuming, token, renewal }
     this._ws = null;
     this._nextId = 1;
-    this._pending = new Map(); // id -> { resolve, reject, timer }
+    this._pending = new Map(); // id -> { resolve, reject, timer, keepPosition }
     this._waiting = []; // requests made while not open: resolved when the link is back
     this._listeners = new Map();
     this._closing = false;
@@ -118,6 +153,8 @@ export class WshubClient {
     this._everOpen = false;
     this._timer = null;
     this._beat = null;
+    this._refreshTimer = null;
+    this._welcomeTimer = null;
   }
 
   get user() {
@@ -125,7 +162,8 @@ export class WshubClient {
   }
 
   /** Listen to an event; returns a function that stops listening. Events: state, welcome,
-   * message, direct, member_joined, member_left, resync, error, reconnecting, stopped. */
+   * message, direct, member_joined, member_left, resync, subscribed, unsubscribed, refreshed,
+   * error, reconnecting, stopped. */
   on(type, fn) {
     if (!this._listeners.has(type)) this._listeners.set(type, new Set());
     this._listeners.get(type).add(fn);
@@ -166,29 +204,71 @@ export class WshubClient {
   close() {
     this._closing = true;
     clearTimeout(this._timer);
-    this._stopHeartbeat();
+    for (const ch of this.channels.values()) clearTimeout(ch.renewal);
     if (this._ws) this._ws.close(1000);
-    this._ws = null;
     this._fail(new ConnectionLost("client closed"));
+    this._lost();
     this._setState("closed");
   }
 
-  _socketUrl() {
-    if (!this.token) return this.url;
+  // --- the link: open it, identify, and hear it close ------------------------------------
+
+  /** The application's token function: getToken, or the token option when it is one. */
+  _tokenSource() {
+    const { getToken, token } = this.options;
+    return getToken || (typeof token === "function" ? token : null);
+  }
+
+  _socketUrl(token) {
+    if (!token || !this.options.tokenInUrl) return this.url;
     const u = new URL(this.url);
-    u.searchParams.set("token", this.token);
+    u.searchParams.set("token", token);
     return u.toString();
   }
 
-  _open() {
+  /** The token to open with: the current one, else (unless a user of open mode is given) one
+   * from the token function, which may say there is none: then stop. undefined when the
+   * client stopped meanwhile. */
+  async _connectToken() {
+    const source = this._tokenSource();
+    if (this.token || !source || this.options.user) return this.token;
+    let token;
+    try {
+      token = await source({ cause: "connect" });
+    } catch (err) {
+      this._stop({ code: 4003, reason: `getToken failed: ${err && err.message}` });
+      return undefined;
+    }
+    if (this._closing) return undefined;
+    if (!token) {
+      this._stop({ code: 4003, reason: "no token" });
+      return undefined;
+    }
+    this.token = token;
+    return token;
+  }
+
+  async _open() {
+    const token = await this._connectToken();
+    if (token === undefined || this._closing) return;
     let opened = false;
     let welcomed = false;
-    let lastError = null; // an error frame just before a close says why (4003)
+    let authId = null; // the auth frame's id: its welcome carries it, its error says why
+    let authError = null;
+    let lastError = null; // an error frame just before a close says why
     const Socket = this.options.WebSocket || globalThis.WebSocket;
-    const ws = new Socket(this._socketUrl());
+    const ws = new Socket(this._socketUrl(token));
     this._ws = ws;
     ws.onopen = () => {
       opened = true;
+      if (token && !this.options.tokenInUrl) {
+        authId = this._nextId++;
+        ws.send(JSON.stringify({ type: "auth", id: authId, token }));
+      }
+      // A server that upgrades and then says nothing is as dead as one that does not answer.
+      this._welcomeTimer = setTimeout(() => {
+        if (!welcomed && this._ws === ws) this._abort(ws, "no welcome in time");
+      }, this.options.requestTimeout);
     };
     ws.onmessage = (event) => {
       let frame;
@@ -197,11 +277,17 @@ export class WshubClient {
       } catch {
         return;
       }
-      if (!welcomed && frame.type === "welcome") {
-        welcomed = true;
-        this._welcomed(ws, frame);
+      const answersAuth = authId !== null && frame.id === authId;
+      if (!welcomed) {
+        // In open mode the welcome comes at once, without the auth frame's id.
+        if (frame.type === "welcome" && (answersAuth || frame.id === undefined)) {
+          welcomed = true;
+          clearTimeout(this._welcomeTimer);
+          this._welcomed(ws, frame);
+        } else if (frame.type === "error" && answersAuth) authError = frame.message;
         return;
       }
+      if (answersAuth) return; // open mode answers the auth frame with bad_request: no matter
       if (frame.type === "error" && frame.id === undefined) lastError = frame.message;
       this._dispatch(frame);
     };
@@ -209,16 +295,27 @@ export class WshubClient {
       if (this._ws !== ws) return; // an old link, already given up
       this._lost();
       if (this._closing) return;
+      const why = authError || event.reason || lastError || CLOSE_REASONS[event.code] || "";
       if (!opened) this._refused();
-      else this._closed(event.code, event.reason || lastError || CLOSE_REASONS[event.code] || "");
+      else this._closed(event.code, why);
     };
+  }
+
+  /** Give up on a link that is open but dead, and reconnect. */
+  _abort(ws, reason) {
+    ws.onclose = null;
+    ws.close();
+    this._lost();
+    if (!this._closing) this._scheduleReconnect({ code: 1006, reason });
   }
 
   _welcomed(ws, frame) {
     this.welcome = frame;
+    this.expires = frame.expires ?? null;
     this._emit("welcome", frame);
     this._startHeartbeat(ws);
-    this._rejoin().then(
+    this._scheduleRefresh(ws);
+    this._rejoin(ws).then(
       () => {
         if (this._ws !== ws) return;
         if (this._everOpen) this.reconnects += 1;
@@ -267,7 +364,7 @@ export class WshubClient {
     const abort = new AbortController();
     const timer = setTimeout(() => abort.abort(), this.options.requestTimeout);
     try {
-      const resp = await fetch(httpUrl(this._socketUrl()), {
+      const resp = await fetch(httpUrl(this._socketUrl(this.token)), {
         cache: "no-store",
         signal: abort.signal,
       });
@@ -287,7 +384,7 @@ export class WshubClient {
 
   /** 4001/4003 (or a 401 handshake): a new token from the application, or stop. */
   async _renewToken(code, reason, status) {
-    const getToken = this.options.getToken;
+    const getToken = this._tokenSource();
     if (!getToken) {
       this._stop({ code, reason, status });
       return;
@@ -295,7 +392,7 @@ export class WshubClient {
     this._setState("reconnecting");
     let token;
     try {
-      token = await getToken({ code, reason, status });
+      token = await getToken({ cause: "renew", code, reason, status });
     } catch (err) {
       this._stop({ code, reason: `${reason}; getToken failed: ${err && err.message}`, status });
       return;
@@ -333,6 +430,8 @@ export class WshubClient {
   _lost() {
     this._ws = null;
     this._stopHeartbeat();
+    clearTimeout(this._welcomeTimer);
+    clearTimeout(this._refreshTimer);
     this._failPending(new ConnectionLost());
   }
 
@@ -363,11 +462,7 @@ export class WshubClient {
         },
         () => {
           // No pong in time: the link is dead even if the browser has not noticed.
-          if (this._ws !== ws) return;
-          ws.onclose = null;
-          ws.close();
-          this._lost();
-          if (!this._closing) this._scheduleReconnect({ code: 1006, reason: "no pong in time" });
+          if (this._ws === ws) this._abort(ws, "no pong in time");
         },
       );
     };
@@ -379,33 +474,139 @@ export class WshubClient {
     this._beat = null;
   }
 
-  _rejoin() {
+  /** Join every channel again from its last position, each with a fresh subscription token.
+   * The channels of the token's `channels` claim are not: the server joins those itself
+   * (`subscribed`), and a join sent too would only repeat it. */
+  _rejoin(ws) {
+    const claimed = new Set(this.token ? tokenClaims(this.token).channels || [] : []);
     const joins = [];
     for (const [name, ch] of this.channels) {
-      const frame = { type: "join", channel: name };
-      if (ch.meta !== undefined) frame.meta = ch.meta;
-      if (ch.epoch != null && ch.offset != null) {
-        frame.since = { offset: ch.offset, epoch: ch.epoch };
-        ch.resuming = true;
-      }
+      if (claimed.has(name)) continue;
+      const frame = this._joinFrame(name, ch);
+      if (frame.since) ch.resuming = true;
       joins.push(
-        this._request(frame, { wait: false }).catch((err) => {
-          if (err instanceof ServerError) this._emit("error", { channel: name, error: err });
-          else throw err;
-        }),
+        this._withSubscriptionToken(name, ch, frame)
+          .then(() => (this._ws === ws ? this._request(frame, { wait: false }) : null))
+          .then(() => this._scheduleRenewal(name, ch))
+          .catch((err) => {
+            if (err instanceof ConnectionLost) throw err;
+            this._emit("error", { channel: name, error: err });
+          }),
       );
     }
     return Promise.all(joins);
   }
 
+  _joinFrame(channel, ch) {
+    const frame = { type: "join", channel };
+    if (ch.meta !== undefined) frame.meta = ch.meta;
+    if (ch.offset != null && ch.epoch != null) frame.since = { offset: ch.offset, epoch: ch.epoch };
+    return frame;
+  }
+
+  // --- tokens: refresh the connection's, renew each channel's --------------------------------
+
+  /** When to replace a token that ends at `exp` (Unix seconds), in ms from now: a quarter of
+   * what is left before it, at most refreshBefore, drawn from its upper half so that many
+   * clients do not all come in the same second. Measured on this device's clock. */
+  _renewalDelay(exp) {
+    const left = exp * 1000 - Date.now();
+    const lead = Math.min(left / 4, this.options.refreshBefore);
+    return Math.max(0, left - lead / 2 - (Math.random() * lead) / 2);
+  }
+
+  _scheduleRefresh(ws) {
+    clearTimeout(this._refreshTimer);
+    const expires = this.expires;
+    if (expires == null || !this._tokenSource()) return;
+    this._refreshTimer = setTimeout(() => this._refresh(ws, expires), this._renewalDelay(expires));
+  }
+
+  /** A new token from the application, sent as `refresh`: the connection stays. Without one
+   * (null, or the function failed, or the server refused it) nothing changes: the server
+   * closes with 4001 at `expires`, and getToken is asked again for the reconnect. */
+  async _refresh(ws, expires) {
+    if (this._ws !== ws) return;
+    let token;
+    try {
+      token = await this._tokenSource()({ cause: "refresh", expires });
+      if (!token || this._ws !== ws) return;
+      const ack = await this._request({ type: "refresh", token }, { wait: false });
+      this.token = token;
+      this.expires = ack.expires ?? null;
+    } catch (err) {
+      if (!(err instanceof ConnectionLost)) this._emit("error", { error: err });
+      return;
+    }
+    this._emit("refreshed", { expires: this.expires });
+    // A token that ends no later than the one it replaced would be refreshed at once, again
+    // and again: leave it to the 4001 close, which asks getToken too.
+    if (this.expires == null || this.expires > expires) this._scheduleRefresh(ws);
+  }
+
+  /** Put a subscription token from the application into a join frame (none: no token). */
+  async _withSubscriptionToken(channel, ch, frame) {
+    const get = this.options.getSubscriptionToken;
+    const token = get ? await get(channel) : null;
+    ch.token = token || null;
+    if (token) frame.token = token;
+  }
+
+  /** Join again with a fresh subscription token before the current one's `exp`, so that the
+   * server never takes the channel back (`unsubscribed`, `expired`). */
+  _scheduleRenewal(channel, ch) {
+    clearTimeout(ch.renewal);
+    const exp = ch.token ? tokenClaims(ch.token).exp : undefined;
+    if (typeof exp !== "number") return;
+    ch.renewal = setTimeout(() => this._renew(channel, ch), this._renewalDelay(exp));
+  }
+
+  async _renew(channel, ch) {
+    const ws = this._ws;
+    if (this.channels.get(channel) !== ch || this.state !== "open") return; // rejoin renews
+    const frame = { type: "join", channel };
+    if (ch.meta !== undefined) frame.meta = ch.meta; // presence keeps the meta of the last join
+    try {
+      const get = this.options.getSubscriptionToken;
+      const token = get ? await get(channel) : null;
+      if (!token || this._ws !== ws) return; // none: the server ends the channel at exp
+      frame.token = token;
+      await this._request(frame, { wait: false, keepPosition: true });
+    } catch (err) {
+      if (!(err instanceof ConnectionLost)) this._emit("error", { channel, error: err });
+      return;
+    }
+    if (this.channels.get(channel) !== ch) {
+      // Taken out (and the application told) while the renewal was on its way: stay out.
+      this._request({ type: "leave", channel }, { wait: false }).catch(() => {});
+      return;
+    }
+    ch.token = frame.token;
+    this._scheduleRenewal(channel, ch);
+    this._emit("refreshed", { channel, expires: tokenClaims(frame.token).exp ?? null });
+  }
+
+  // --- frames from the server ------------------------------------------------------------------
+
   _dispatch(frame) {
+    const pending = frame.id !== undefined ? this._pending.get(frame.id) : undefined;
     switch (frame.type) {
       case "message":
         this._onMessage(frame);
         return;
       case "joined":
-        this._onJoined(frame);
+        if (!(pending && pending.keepPosition)) this._onJoined(frame);
         break;
+      case "subscribed":
+        this._onSubscribed(frame);
+        break;
+      case "unsubscribed": {
+        const ch = this.channels.get(frame.channel);
+        if (ch) clearTimeout(ch.renewal);
+        this.channels.delete(frame.channel); // not joined again after a reconnect
+        this._emit("unsubscribed", frame);
+        break;
+      }
       case "direct":
       case "member_joined":
       case "member_left":
@@ -414,7 +615,6 @@ export class WshubClient {
       default:
         break;
     }
-    const pending = frame.id !== undefined ? this._pending.get(frame.id) : undefined;
     if (pending) {
       this._pending.delete(frame.id);
       clearTimeout(pending.timer);
@@ -446,6 +646,31 @@ export class WshubClient {
     }
   }
 
+  /** The server joined this connection to a channel. One the client already had (its token's
+   * `channels`, joined again after a reconnect) is no news: only what was missed between is,
+   * and the server cannot replay that, so it is a "resync". */
+  _onSubscribed(frame) {
+    const ch = this.channels.get(frame.channel);
+    if (!ch) {
+      const entry = { offset: frame.offset, epoch: frame.epoch, resuming: false, token: null };
+      this.channels.set(frame.channel, entry);
+      this._emit("subscribed", frame);
+      return;
+    }
+    const last = { offset: ch.offset, epoch: ch.epoch };
+    ch.offset = frame.offset;
+    ch.epoch = frame.epoch;
+    if (last.offset != null && (last.epoch !== frame.epoch || last.offset < frame.offset)) {
+      this._emit("resync", {
+        channel: frame.channel,
+        offset: frame.offset,
+        epoch: frame.epoch,
+        lastOffset: last.offset,
+        lastEpoch: last.epoch,
+      });
+    }
+  }
+
   _onMessage(frame) {
     const ch = this.channels.get(frame.channel);
     if (!ch) return;
@@ -465,7 +690,7 @@ export class WshubClient {
 
   /** Send a frame with a fresh id; resolves to its reply, rejects with ServerError.
    * A request made while reconnecting waits for the link to come back. */
-  async _request(frame, { timeout = this.options.requestTimeout, wait = true } = {}) {
+  async _request(frame, { timeout = this.options.requestTimeout, wait = true, keepPosition } = {}) {
     if (wait && this.state !== "open") {
       if (this._closing) {
         throw this.stopped ? new Stopped(this.stopped) : new ConnectionLost("client closed");
@@ -480,26 +705,28 @@ export class WshubClient {
         this._pending.delete(id);
         reject(new Error(`no reply to ${frame.type} within ${timeout} ms`));
       }, timeout);
-      this._pending.set(id, { resolve, reject, timer });
+      this._pending.set(id, { resolve, reject, timer, keepPosition });
       ws.send(JSON.stringify({ ...frame, id }));
     });
   }
 
-  /** Join a channel; after a reconnect it is joined again from the last position seen. */
+  /** Join a channel (with a subscription token from getSubscriptionToken, if it gives one);
+   * after a reconnect it is joined again from the last position seen. */
   async join(channel, { meta } = {}) {
     let ch = this.channels.get(channel);
     const fresh = !ch;
     if (!ch) {
-      ch = { meta, offset: null, epoch: null, resuming: false };
+      ch = { meta, offset: null, epoch: null, resuming: false, token: null };
       this.channels.set(channel, ch);
     } else if (meta !== undefined) {
       ch.meta = meta;
     }
-    const frame = { type: "join", channel };
-    if (ch.meta !== undefined) frame.meta = ch.meta;
-    if (ch.offset != null && ch.epoch != null) frame.since = { offset: ch.offset, epoch: ch.epoch };
+    const frame = this._joinFrame(channel, ch);
     try {
-      return await this._request(frame);
+      await this._withSubscriptionToken(channel, ch, frame);
+      const joined = await this._request(frame);
+      this._scheduleRenewal(channel, ch);
+      return joined;
     } catch (err) {
       if (fresh) this.channels.delete(channel);
       throw err;
@@ -507,6 +734,8 @@ export class WshubClient {
   }
 
   async leave(channel) {
+    const ch = this.channels.get(channel);
+    if (ch) clearTimeout(ch.renewal);
     this.channels.delete(channel);
     return this._request({ type: "leave", channel });
   }

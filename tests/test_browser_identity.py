@@ -20,13 +20,13 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, Page, WebSocket, async_playwright
+from playwright.async_api import Browser, Page, WebSocket, async_playwright, expect
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from tests.identity_support import close_code, unidentified
 from tests.support import Client, serve_in_process
-from tests.test_browser import ARGS, CHROMIUM
+from tests.test_browser import ARGS, CHROMIUM, say, texts
 from tests.test_browser_client import events
 from wshub import Hub
 from wshub.app.server import create_app
@@ -290,3 +290,32 @@ async def test_subscribed_and_unsubscribed_reach_the_application(
     channels = await page.evaluate("[...window.client.channels.keys()]")
     assert channels == ["news"]
     await page.close()
+
+
+async def test_the_chat_page_gets_its_tokens_from_its_token_url(
+    browser: Browser, host: str
+) -> None:
+    page = await browser.new_page()
+    page.set_default_timeout(15_000)
+    sockets: list[str] = []
+    page.on("websocket", lambda socket: sockets.append(socket.url))
+    # /chat-token hands out tokens of 3 seconds: the page stays only by refreshing.
+    await page.goto(f"http://{host}/?token_url=%2Fchat-token%3Fas%3Dgus&autoconnect=1")
+    await expect(page.locator("#members li[data-user='gus']")).to_be_visible()
+    await expect(page.locator("#token-field")).to_be_hidden()  # nothing to paste
+    control_token = await asyncio.to_thread(fetch_json, f"http://{host}/chat-token?as=gus")
+    async with unidentified(f"ws://{host}") as control:
+        # Minted after the page's first token: once it ends, the page's first one has ended.
+        await control.request({"type": "auth", "token": control_token["token"]})
+        assert await close_code(control) == 4001
+    await say(page, "still here")
+    await expect(texts(page).last).to_have_text("still here")
+    await expect(page.locator("#status")).to_have_class("dot open")
+    assert sockets == [f"ws://{host}/ws"]  # one connection, no token in its URL
+    await page.close()
+
+
+def fetch_json(url: str) -> dict[str, str]:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        body: dict[str, str] = json.loads(resp.read())
+        return body

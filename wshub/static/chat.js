@@ -4,6 +4,10 @@ import { WshubClient, defaultUrl } from "/static/wshub.js";
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const serverUrl = params.get("server") || defaultUrl();
+// ?token_url=PATH: where the page gets its tokens (JSON {"token": ...}), as from an app's
+// backend behind the same origin. Only a path of this origin: a link must not be able to
+// sign the visitor in as someone else.
+const tokenUrl = params.get("token_url");
 
 let client = null;
 let active = null; // the conversation on screen: "chat:lobby" or "@bob"
@@ -230,6 +234,25 @@ function setProblem(message) {
   setStatus(client ? client.state : "closed");
 }
 
+/** A token from ?token_url, for the first connect and each refresh and renewal. */
+async function fetchToken() {
+  const url = new URL(tokenUrl, location.href);
+  if (url.origin !== location.origin) throw new Error("token_url must be a path of this site");
+  const resp = await fetch(url, { cache: "no-store", credentials: "same-origin" });
+  if (resp.status === 401 || resp.status === 403) return null; // signed out: stop
+  if (!resp.ok) throw new Error(`token_url answered ${resp.status}`);
+  return (await resp.json()).token;
+}
+
+/** A pasted token: used to connect; no refresh (nobody to ask in advance); after it ended
+ * or was refused, the page asks for a new one in place. */
+function pastedToken(first) {
+  return (why) => {
+    if (why.cause === "connect") return first;
+    return why.cause === "refresh" ? null : askForToken(why);
+  };
+}
+
 /** The page's token callback: the token expired or was refused; ask for a new one. */
 function askForToken({ reason }) {
   // Not signed in yet: the sign-in form shows the reason and takes the next token.
@@ -248,7 +271,9 @@ function askForToken({ reason }) {
 }
 
 async function start(name, token) {
-  const options = token ? { token, getToken: askForToken } : { user: name || undefined };
+  let options = { user: name || undefined }; // open mode
+  if (tokenUrl) options = { token: fetchToken };
+  else if (token) options = { token: pastedToken(token) };
   client = new WshubClient(serverUrl, options);
   client.on("state", setStatus);
   // The client gave up (removed by the server, refused, ...): say why, never with the token.
@@ -257,6 +282,16 @@ async function start(name, token) {
     if ($("login").hidden) setProblem(`Disconnected: ${reason || "closed"} (code ${code}). Reload the page to connect again.`);
   });
   client.on("message", addMessage);
+  // The server put us into a room (the token's channels, or the backend) or took us out.
+  client.on("subscribed", ({ channel }) => {
+    conversation(channel);
+    renderRooms();
+    Promise.all([loadHistory(channel), loadMembers(channel)]).catch(console.error);
+  });
+  client.on("unsubscribed", ({ channel, reason }) => {
+    const why = { server: "by the server", permissions: "your token no longer allows it", expired: "your access ended" };
+    addNote(channel, `You are no longer in this room: ${why[reason] || reason}.`);
+  });
   client.on("direct", (d) => addDirect(d.from, d.from, d.data, d.ts));
   client.on("member_joined", (e) => {
     conversation(e.channel).members.set(e.user, e.meta || {});
@@ -286,6 +321,8 @@ async function start(name, token) {
 }
 
 $("name").value = params.get("user") || localStorage.getItem("wshub.name") || "";
+// With a token URL the page signs in by itself: nothing to type.
+for (const id of ["name-field", "token-field", "or"]) $(id).hidden = Boolean(tokenUrl);
 $("login-form").onsubmit = async (event) => {
   event.preventDefault();
   $("login-error").hidden = true;

@@ -134,18 +134,17 @@ async def test_disconnected_through_the_api_it_stops_and_says_so(
     await page.close()
 
 
-async def test_close_codes_map_to_the_protocols_client_does_column(browser: Browser) -> None:
+async def test_close_codes_map_to_the_protocols_client_does_column(
+    browser: Browser, server_page: str
+) -> None:
     page = await browser.new_page()
-    await page.set_content("<title>codes</title>")
-    source = (ROOT / "wshub" / "static" / "wshub.js").read_text()
+    await page.goto(f"{server_page}/healthz")
     actions = await page.evaluate(
-        """async (source) => {
-          const url = URL.createObjectURL(new Blob([source], { type: "text/javascript" }));
-          const { closeAction } = await import(url);
+        """async () => {
+          const { closeAction } = await import("/static/wshub.js");
           const codes = [1000, 1001, 1008, 1009, 1011, 1012, 4001, 4003, 4008, 1006];
           return Object.fromEntries(codes.map((c) => [c, closeAction(c)]));
-        }""",
-        source,
+        }"""
     )
     assert actions == {
         "1000": "stop", "1001": "reconnect", "1008": "stop", "1009": "stop",

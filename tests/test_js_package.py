@@ -73,7 +73,12 @@ def test_npm_packs_the_client_and_its_types_only() -> None:
         cwd=PACKAGE, capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     [info] = json.loads(packed.stdout)
-    assert sorted(f["path"] for f in info["files"]) == ["package.json", "wshub.d.ts", "wshub.js"]
+    assert sorted(f["path"] for f in info["files"]) == [
+        "package.json",
+        "wshub-tokens.js",
+        "wshub.d.ts",
+        "wshub.js",
+    ]
 
 
 def test_a_typescript_program_runs_under_node_against_a_live_server(

@@ -1,5 +1,5 @@
-"""What a browser client needs from a hub's router besides ``/ws``: the client file itself and
-the refusal probe.
+"""What a browser client needs from a hub's router besides ``/ws``: the client's files
+themselves and the refusal probe.
 
 A browser cannot read a refused WebSocket handshake: ``new WebSocket()`` that gets a 401, 403
 or 503 sees only a close with code 1006, no status, no body, no ``Retry-After``. So
@@ -21,17 +21,23 @@ from wshub.core.admission import UNIDENTIFIED
 from wshub.core.hub import HubCore
 from wshub.transport.handshake import Handshake, Refusal, refusal_for
 
-__all__ = ["CLIENT_JS", "add_to", "client_js", "refusal_probe"]
+__all__ = ["CLIENT_FILES", "CLIENT_JS", "add_to", "client_file", "refusal_probe"]
 
-CLIENT_JS: Final = Path(__file__).resolve().parent.parent / "static" / "wshub.js"
+STATIC: Final = Path(__file__).resolve().parent.parent / "static"
+CLIENT_JS: Final = STATIC / "wshub.js"
+CLIENT_FILES: Final = ("wshub.js", "wshub-tokens.js")
+"""The browser client's modules: ``wshub.js`` imports ``./wshub-tokens.js``."""
 
 
-async def client_js() -> FileResponse:
-    """``wshub.js``, the browser client; the same file the server serves under /static."""
-    # no-cache: the client changes with the server it talks to, and is small.
-    return FileResponse(
-        CLIENT_JS, media_type="text/javascript", headers={"Cache-Control": "no-cache"}
-    )
+def client_file(name: str) -> Callable[[], Awaitable[FileResponse]]:
+    async def serve() -> FileResponse:
+        """A module of the browser client; the same file the server serves under /static."""
+        # no-cache: the client changes with the server it talks to, and is small.
+        return FileResponse(
+            STATIC / name, media_type="text/javascript", headers={"Cache-Control": "no-cache"}
+        )
+
+    return serve
 
 
 def refusal_probe(
@@ -66,7 +72,8 @@ def refusal_probe(
 
 
 def add_to(router: APIRouter, hub: HubCore, handshake: Handshake) -> None:
-    """Add ``GET /ws`` (the probe) and ``GET /static/wshub.js`` to a hub's router.
+    """Add ``GET /ws`` (the probe) and ``GET /static/wshub.js`` (with the module it imports) to
+    a hub's router.
 
     The client's path is the server's, so a page imports ``/static/wshub.js`` whether it is
     served by ``wshub serve`` or by an app that includes ``hub.router``.
@@ -75,4 +82,6 @@ def add_to(router: APIRouter, hub: HubCore, handshake: Handshake) -> None:
         "/ws", refusal_probe(hub, handshake), methods=["GET"], tags=["protocol"],
         summary="Why a WebSocket upgrade of /ws would be refused",
     )  # fmt: skip
-    router.add_api_route("/static/wshub.js", client_js, methods=["GET"], include_in_schema=False)
+    for name in CLIENT_FILES:
+        path = f"/static/{name}"
+        router.add_api_route(path, client_file(name), methods=["GET"], include_in_schema=False)

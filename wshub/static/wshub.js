@@ -27,11 +27,17 @@
 // connection into a channel, or took it out) are events; a subscribed channel delivers its
 // messages as a joined one does.
 //
+// The token handling is in wshub-tokens.js, next to this file.
+//
 // Every close follows the protocol's "client does" column (see `closeAction`). A browser
 // cannot read a refused handshake (it sees only 1006), so after a handshake fails the client
 // asks the server why with a plain `GET /ws` of the same URL, which answers what the upgrade
 // got: 401 is handled as 4001, 403 and 400 as 1008, 503 as 1001 waiting at least its
 // Retry-After.
+
+import { Tokens, tokenClaims } from "./wshub-tokens.js";
+
+export { tokenClaims };
 
 /** A request answered with an `error` frame. */
 export class ServerError extends Error {
@@ -94,20 +100,6 @@ function httpUrl(wsUrl) {
   return u.toString();
 }
 
-/** The claims of a JWT, read without verifying it (the server does that): {} for anything
- * that is not a JWT. The client reads only `exp` and `channels`, to know when to refresh
- * and which channels the server joins by itself. */
-export function tokenClaims(token) {
-  try {
-    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
-    const bytes = Uint8Array.from(atob(part), (c) => c.charCodeAt(0));
-    const claims = JSON.parse(new TextDecoder().decode(bytes));
-    return claims && typeof claims === "object" && !Array.isArray(claims) ? claims : {};
-  } catch {
-    return {};
-  }
-}
-
 export class WshubClient {
   /**
    * @param {string} url  the `/ws` endpoint
@@ -133,16 +125,23 @@ export class WshubClient {
     if (!options.token && options.user) u.searchParams.set("user", options.user);
     /** The endpoint, never with the token in it: safe to show or log. */
     this.url = u.toString();
-    this.token = typeof options.token === "string" && options.token ? options.token : null;
-    /** The connection token's end (Unix seconds, from welcome or the last refresh), or null. */
-    this.expires = null;
+    this._tokens = new Tokens(this.options, {
+      request: (frame, opts) => this._request(frame, opts),
+      emit: (type, detail) => this._emit(type, detail),
+      report: (error, channel) => {
+        if (!(error instanceof ConnectionLost)) this._emit("error", { channel, error });
+      },
+      isIn: (channel) => this.channels.has(channel),
+      isOpen: () => this.state === "open",
+      joinFrame: (channel) => this._joinFrame(channel, { ...this.channels.get(channel), offset: null }),
+    });
     this.state = "closed";
     this.welcome = null;
     /** Why the client stopped by itself: {code, reason, status?}, or null. */
     this.stopped = null;
     this.attempt = 0;
     this.reconnects = 0;
-    this.channels = new Map(); // name -> { meta, offset, epoch, resuming, token, renewal }
+    this.channels = new Map(); // name -> { meta, offset, epoch, resuming }
     this._ws = null;
     this._nextId = 1;
     this._pending = new Map(); // id -> { resolve, reject, timer, keepPosition }
@@ -153,12 +152,21 @@ export class WshubClient {
     this._everOpen = false;
     this._timer = null;
     this._beat = null;
-    this._refreshTimer = null;
     this._welcomeTimer = null;
   }
 
   get user() {
     return this.welcome ? this.welcome.user : null;
+  }
+
+  /** The connection's current token (never shown by the client), or null. */
+  get token() {
+    return this._tokens.token;
+  }
+
+  /** The connection token's end (Unix seconds, from welcome or the last refresh), or null. */
+  get expires() {
+    return this._tokens.expires;
   }
 
   /** Listen to an event; returns a function that stops listening. Events: state, welcome,
@@ -204,7 +212,7 @@ export class WshubClient {
   close() {
     this._closing = true;
     clearTimeout(this._timer);
-    for (const ch of this.channels.values()) clearTimeout(ch.renewal);
+    this._tokens.close();
     if (this._ws) this._ws.close(1000);
     this._fail(new ConnectionLost("client closed"));
     this._lost();
@@ -213,12 +221,6 @@ export class WshubClient {
 
   // --- the link: open it, identify, and hear it close ------------------------------------
 
-  /** The application's token function: getToken, or the token option when it is one. */
-  _tokenSource() {
-    const { getToken, token } = this.options;
-    return getToken || (typeof token === "function" ? token : null);
-  }
-
   _socketUrl(token) {
     if (!token || !this.options.tokenInUrl) return this.url;
     const u = new URL(this.url);
@@ -226,31 +228,15 @@ export class WshubClient {
     return u.toString();
   }
 
-  /** The token to open with: the current one, else (unless a user of open mode is given) one
-   * from the token function, which may say there is none: then stop. undefined when the
-   * client stopped meanwhile. */
-  async _connectToken() {
-    const source = this._tokenSource();
-    if (this.token || !source || this.options.user) return this.token;
+  async _open() {
     let token;
     try {
-      token = await source({ cause: "connect" });
+      token = await this._tokens.forConnect();
     } catch (err) {
-      this._stop({ code: 4003, reason: `getToken failed: ${err && err.message}` });
-      return undefined;
+      if (!this._closing) this._stop({ code: 4003, reason: err.message });
+      return;
     }
-    if (this._closing) return undefined;
-    if (!token) {
-      this._stop({ code: 4003, reason: "no token" });
-      return undefined;
-    }
-    this.token = token;
-    return token;
-  }
-
-  async _open() {
-    const token = await this._connectToken();
-    if (token === undefined || this._closing) return;
+    if (this._closing) return;
     let opened = false;
     let welcomed = false;
     let authId = null; // the auth frame's id: its welcome carries it, its error says why
@@ -311,10 +297,9 @@ export class WshubClient {
 
   _welcomed(ws, frame) {
     this.welcome = frame;
-    this.expires = frame.expires ?? null;
+    this._tokens.welcomed(frame.expires);
     this._emit("welcome", frame);
     this._startHeartbeat(ws);
-    this._scheduleRefresh(ws);
     this._rejoin(ws).then(
       () => {
         if (this._ws !== ws) return;
@@ -384,15 +369,14 @@ export class WshubClient {
 
   /** 4001/4003 (or a 401 handshake): a new token from the application, or stop. */
   async _renewToken(code, reason, status) {
-    const getToken = this._tokenSource();
-    if (!getToken) {
+    if (!this._tokens.source) {
       this._stop({ code, reason, status });
       return;
     }
     this._setState("reconnecting");
     let token;
     try {
-      token = await getToken({ cause: "renew", code, reason, status });
+      token = await this._tokens.renew({ code, reason, status });
     } catch (err) {
       this._stop({ code, reason: `${reason}; getToken failed: ${err && err.message}`, status });
       return;
@@ -402,7 +386,6 @@ export class WshubClient {
       this._stop({ code, reason, status });
       return;
     }
-    this.token = token;
     // The first retry with a new token goes at once; if that one is refused too, back off.
     this._scheduleReconnect({ code, reason, status, immediate: this.attempt === 0 });
   }
@@ -431,7 +414,7 @@ export class WshubClient {
     this._ws = null;
     this._stopHeartbeat();
     clearTimeout(this._welcomeTimer);
-    clearTimeout(this._refreshTimer);
+    this._tokens.lost();
     this._failPending(new ConnectionLost());
   }
 
@@ -478,16 +461,17 @@ export class WshubClient {
    * The channels of the token's `channels` claim are not: the server joins those itself
    * (`subscribed`), and a join sent too would only repeat it. */
   _rejoin(ws) {
-    const claimed = new Set(this.token ? tokenClaims(this.token).channels || [] : []);
+    const claimed = this._tokens.claimed();
     const joins = [];
     for (const [name, ch] of this.channels) {
       if (claimed.has(name)) continue;
       const frame = this._joinFrame(name, ch);
       if (frame.since) ch.resuming = true;
       joins.push(
-        this._withSubscriptionToken(name, ch, frame)
+        this._tokens
+          .forJoin(name, frame)
           .then(() => (this._ws === ws ? this._request(frame, { wait: false }) : null))
-          .then(() => this._scheduleRenewal(name, ch))
+          .then(() => this._tokens.joined(name, frame))
           .catch((err) => {
             if (err instanceof ConnectionLost) throw err;
             this._emit("error", { channel: name, error: err });
@@ -502,88 +486,6 @@ export class WshubClient {
     if (ch.meta !== undefined) frame.meta = ch.meta;
     if (ch.offset != null && ch.epoch != null) frame.since = { offset: ch.offset, epoch: ch.epoch };
     return frame;
-  }
-
-  // --- tokens: refresh the connection's, renew each channel's --------------------------------
-
-  /** When to replace a token that ends at `exp` (Unix seconds), in ms from now: a quarter of
-   * what is left before it, at most refreshBefore, drawn from its upper half so that many
-   * clients do not all come in the same second. Measured on this device's clock. */
-  _renewalDelay(exp) {
-    const left = exp * 1000 - Date.now();
-    const lead = Math.min(left / 4, this.options.refreshBefore);
-    return Math.max(0, left - lead / 2 - (Math.random() * lead) / 2);
-  }
-
-  _scheduleRefresh(ws) {
-    clearTimeout(this._refreshTimer);
-    const expires = this.expires;
-    if (expires == null || !this._tokenSource()) return;
-    this._refreshTimer = setTimeout(() => this._refresh(ws, expires), this._renewalDelay(expires));
-  }
-
-  /** A new token from the application, sent as `refresh`: the connection stays. Without one
-   * (null, or the function failed, or the server refused it) nothing changes: the server
-   * closes with 4001 at `expires`, and getToken is asked again for the reconnect. */
-  async _refresh(ws, expires) {
-    if (this._ws !== ws) return;
-    let token;
-    try {
-      token = await this._tokenSource()({ cause: "refresh", expires });
-      if (!token || this._ws !== ws) return;
-      const ack = await this._request({ type: "refresh", token }, { wait: false });
-      this.token = token;
-      this.expires = ack.expires ?? null;
-    } catch (err) {
-      if (!(err instanceof ConnectionLost)) this._emit("error", { error: err });
-      return;
-    }
-    this._emit("refreshed", { expires: this.expires });
-    // A token that ends no later than the one it replaced would be refreshed at once, again
-    // and again: leave it to the 4001 close, which asks getToken too.
-    if (this.expires == null || this.expires > expires) this._scheduleRefresh(ws);
-  }
-
-  /** Put a subscription token from the application into a join frame (none: no token). */
-  async _withSubscriptionToken(channel, ch, frame) {
-    const get = this.options.getSubscriptionToken;
-    const token = get ? await get(channel) : null;
-    ch.token = token || null;
-    if (token) frame.token = token;
-  }
-
-  /** Join again with a fresh subscription token before the current one's `exp`, so that the
-   * server never takes the channel back (`unsubscribed`, `expired`). */
-  _scheduleRenewal(channel, ch) {
-    clearTimeout(ch.renewal);
-    const exp = ch.token ? tokenClaims(ch.token).exp : undefined;
-    if (typeof exp !== "number") return;
-    ch.renewal = setTimeout(() => this._renew(channel, ch), this._renewalDelay(exp));
-  }
-
-  async _renew(channel, ch) {
-    const ws = this._ws;
-    if (this.channels.get(channel) !== ch || this.state !== "open") return; // rejoin renews
-    const frame = { type: "join", channel };
-    if (ch.meta !== undefined) frame.meta = ch.meta; // presence keeps the meta of the last join
-    try {
-      const get = this.options.getSubscriptionToken;
-      const token = get ? await get(channel) : null;
-      if (!token || this._ws !== ws) return; // none: the server ends the channel at exp
-      frame.token = token;
-      await this._request(frame, { wait: false, keepPosition: true });
-    } catch (err) {
-      if (!(err instanceof ConnectionLost)) this._emit("error", { channel, error: err });
-      return;
-    }
-    if (this.channels.get(channel) !== ch) {
-      // Taken out (and the application told) while the renewal was on its way: stay out.
-      this._request({ type: "leave", channel }, { wait: false }).catch(() => {});
-      return;
-    }
-    ch.token = frame.token;
-    this._scheduleRenewal(channel, ch);
-    this._emit("refreshed", { channel, expires: tokenClaims(frame.token).exp ?? null });
   }
 
   // --- frames from the server ------------------------------------------------------------------
@@ -601,8 +503,7 @@ export class WshubClient {
         this._onSubscribed(frame);
         break;
       case "unsubscribed": {
-        const ch = this.channels.get(frame.channel);
-        if (ch) clearTimeout(ch.renewal);
+        this._tokens.left(frame.channel);
         this.channels.delete(frame.channel); // not joined again after a reconnect
         this._emit("unsubscribed", frame);
         break;
@@ -652,8 +553,7 @@ export class WshubClient {
   _onSubscribed(frame) {
     const ch = this.channels.get(frame.channel);
     if (!ch) {
-      const entry = { offset: frame.offset, epoch: frame.epoch, resuming: false, token: null };
-      this.channels.set(frame.channel, entry);
+      this.channels.set(frame.channel, { offset: frame.offset, epoch: frame.epoch, resuming: false });
       this._emit("subscribed", frame);
       return;
     }
@@ -716,16 +616,16 @@ export class WshubClient {
     let ch = this.channels.get(channel);
     const fresh = !ch;
     if (!ch) {
-      ch = { meta, offset: null, epoch: null, resuming: false, token: null };
+      ch = { meta, offset: null, epoch: null, resuming: false };
       this.channels.set(channel, ch);
     } else if (meta !== undefined) {
       ch.meta = meta;
     }
     const frame = this._joinFrame(channel, ch);
     try {
-      await this._withSubscriptionToken(channel, ch, frame);
+      await this._tokens.forJoin(channel, frame);
       const joined = await this._request(frame);
-      this._scheduleRenewal(channel, ch);
+      this._tokens.joined(channel, frame);
       return joined;
     } catch (err) {
       if (fresh) this.channels.delete(channel);
@@ -734,8 +634,7 @@ export class WshubClient {
   }
 
   async leave(channel) {
-    const ch = this.channels.get(channel);
-    if (ch) clearTimeout(ch.renewal);
+    this._tokens.left(channel);
     this.channels.delete(channel);
     return this._request({ type: "leave", channel });
   }

@@ -1,5 +1,5 @@
-// wshub.js: the client of wshub's WebSocket protocol, for browsers and Node. An ES module, no
-// build step, no dependency.
+// wshub.js: the client of wshub's WebSocket protocol, for browsers and Node. An ES module (it
+// imports wshub-tokens.js, next to it), no build step, no dependency.
 //
 //   import { WshubClient } from "/static/wshub.js";
 //   const client = new WshubClient("ws://127.0.0.1:8000/ws", { user: "alice" });
@@ -26,8 +26,6 @@
 // each join and again before its own `exp`. `subscribed` / `unsubscribed` (the server put the
 // connection into a channel, or took it out) are events; a subscribed channel delivers its
 // messages as a joined one does.
-//
-// The token handling is in wshub-tokens.js, next to this file.
 //
 // Every close follows the protocol's "client does" column (see `closeAction`). A browser
 // cannot read a refused handshake (it sees only 1006), so after a handshake fails the client

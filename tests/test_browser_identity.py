@@ -39,6 +39,8 @@ pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]  # rea
 SECRET = "browser-identity-secret-of-32-bytes-or-more"
 KEY = "browser-identity-api-key"
 SIGNER = Signer.from_secret(SECRET)
+SHORT = 5
+"""Seconds of the tokens that must be refreshed or renewed during a test."""
 
 # A client in the page: window.log collects its events; its token function hands out
 # window.tokens in turn and its subscription token function window.subTokens[channel].
@@ -187,9 +189,10 @@ async def test_a_refresh_before_expiry_keeps_the_connection_past_the_old_exp(
     browser: Browser, host: str
 ) -> None:
     now = time.time()
-    short, long = token("bo", ttl=3, now=now), token("bo", ttl=3600, now=now)
+    # SHORT seconds: long enough for a page to start on a loaded machine, short for a test.
+    short, long = token("bo", ttl=SHORT, now=now), token("bo", ttl=3600, now=now)
     async with unidentified(f"ws://{host}") as control:
-        await control.request({"type": "auth", "token": token("bo", ttl=3, now=now)})
+        await control.request({"type": "auth", "token": token("bo", ttl=SHORT, now=now)})
         page, _, sent = await start(browser, host, [short, long], join=["chat:lobby"])
         [refreshed] = await events(page, "refreshed")
         assert refreshed["expires"] == int(now + 3600)
@@ -205,7 +208,7 @@ async def test_a_refresh_before_expiry_keeps_the_connection_past_the_old_exp(
     assert await page.evaluate("window.client.reconnects") == 0
     asked = await logged(page, "token")
     assert [a["cause"] for a in asked] == ["connect", "refresh"]
-    assert asked[1]["expires"] == int(now + 3)
+    assert asked[1]["expires"] == int(now + SHORT)
     await page.close()
 
 
@@ -214,10 +217,10 @@ async def test_a_subscription_token_is_renewed_before_its_exp_while_messages_flo
 ) -> None:
     now = time.time()
     room = "room:42"  # beyond the connection token's join patterns: only its token allows it
-    grants = [sub_token("cy", room, ttl=3, now=now), sub_token("cy", room, ttl=3600, now=now)]
+    grants = [sub_token("cy", room, ttl=SHORT, now=now), sub_token("cy", room, ttl=3600, now=now)]
     async with unidentified(f"ws://{host}") as control:
         await control.request({"type": "auth", "token": token("cy")})
-        await control.join(room, token=sub_token("cy", room, ttl=3, now=now))
+        await control.join(room, token=sub_token("cy", room, ttl=SHORT, now=now))
         page, _, sent = await start(browser, host, [token("cy")], sub_tokens={room: grants})
         await page.evaluate(f"window.client.join({room!r}, {{ meta: {{ name: 'Cy' }} }})")
         published = 0
@@ -263,7 +266,7 @@ async def test_subscribed_and_unsubscribed_reach_the_application(
     browser: Browser, host: str
 ) -> None:
     # The token's channels claim, then the HTTP API; a refresh that no longer allows a channel.
-    first = token("ed", ttl=3, channels=["news"])
+    first = token("ed", ttl=SHORT, channels=["news"])
     narrower = token("ed", join=[], channels=["news"])
     page, _, _ = await start(browser, host, [first, narrower], join=["chat:lobby"])
     [news] = await events(page, "subscribed")

@@ -87,7 +87,7 @@ def test_a_typescript_program_runs_under_node_against_a_live_server(
     node = make_server(WSHUB_JWT_SECRET=SECRET)
     now = time.time()
     grants = {"join": ["chat:*"], "publish": ["chat:*"]}
-    first = mint_token(SECRET, "ts", ttl=2, now=now, **grants)
+    first = mint_token(SECRET, "ts", ttl=5, now=now, **grants)  # long enough to start node
     second = mint_token(SECRET, "ts", ttl=3600, now=now, **grants)
     done = subprocess.run(
         [*node_command(), "out/main.js", node.url, first, second],
@@ -101,7 +101,7 @@ def test_a_typescript_program_runs_under_node_against_a_live_server(
     assert published["user"] == "ts"
     assert published["message"]["data"] == {"text": "before"}
     # Asked before the first token's end, and the connection stayed: no reconnect.
-    assert (refreshing["cause"], refreshing["expires"]) == ("refresh", int(now + 2))
+    assert (refreshing["cause"], refreshing["expires"]) == ("refresh", int(now + 5))
     assert refreshed["expires"] == int(now + 3600)
     assert refreshed["reconnects"] == 0
     assert refreshed["message"]["data"] == {"text": "after"}

@@ -5,7 +5,7 @@ told why the client stopped.
 Each test drives a client from a page of the server's origin and records its events. A test
 that checks the client did NOT reconnect waits for its "stopped" event: the client emits it
 exactly where it would otherwise have scheduled the reconnect. Where wshub cannot be made to
-close with a code on demand (1000, 1011, 1012, 4008), a small real server on the `websockets`
+close with a code on demand (1000, 1011, 4008), a small real server on the `websockets`
 library closes with it (:class:`Closer`).
 """
 
@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+import uvicorn
+from fastapi import FastAPI
 from playwright.async_api import Browser, Page, WebSocket, async_playwright
 from websockets.asyncio.server import ServerConnection, serve
 
@@ -301,8 +303,8 @@ async def test_a_normal_close_is_left_alone(browser: Browser, server_page: str) 
 
 
 # 4008 here too: a browser reads too fast to be made a slow consumer on demand.
-@pytest.mark.parametrize("code", [1011, 1012, 4008])
-async def test_an_internal_error_a_restart_or_a_slow_consumer_reconnects_and_joins_with_since(
+@pytest.mark.parametrize("code", [1011, 4008])
+async def test_an_internal_error_or_a_slow_consumer_reconnects_and_joins_with_since(
     browser: Browser, server_page: str, code: int
 ) -> None:
     closer = Closer(code)
@@ -328,6 +330,44 @@ async def server_page(browser: Browser) -> AsyncIterator[str]:
     node = await asyncio.to_thread(ServerProcess().start)
     yield node.http
     await asyncio.to_thread(node.stop)
+
+
+async def test_a_library_hub_whose_uvicorn_restarts_closes_1012_and_the_client_resumes(
+    browser: Browser, server_page: str
+) -> None:
+    # Stock uvicorn (no drain of wshub's own) closes every WebSocket with 1012 as it stops.
+    hub = Hub()
+    app = FastAPI()
+    app.include_router(hub.router)
+    port = free_port()
+
+    async def serving() -> tuple[uvicorn.Server, asyncio.Task[None]]:
+        server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.02)
+        return server, task
+
+    first, task = await serving()
+    sent: list[dict[str, Any]] = []
+    page, result = await start(
+        browser, server_page, f"ws://127.0.0.1:{port}", user="kim", sent=sent
+    )
+    assert result == {"state": "open"}
+    await hub.publish("chat:lobby", "before the restart")
+    await events(page, "message")
+    first.should_exit = True
+    await task
+    again = (await events(page, "reconnecting"))[0]  # then attempts while it is down
+    assert (again["code"], again["reason"]) == (1012, "service restart")
+    second, task = await serving()
+    await events(page, "welcome", 2)
+    await page.wait_for_function("window.client.state === 'open' && window.client.reconnects")
+    rejoin = joins(sent)[1]
+    assert rejoin["since"]["offset"] == 1
+    await page.close()
+    second.should_exit = True
+    await task
 
 
 async def test_a_draining_node_closes_with_1001_and_the_client_resumes_after_it(

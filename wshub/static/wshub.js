@@ -82,13 +82,18 @@ export function closeAction(code) {
   return "reconnect";
 }
 
+// Said when a close carries no reason of its own.
 const CLOSE_REASONS = {
   1000: "closed by the server",
+  1001: "going away",
   1006: "connection lost",
   1008: "policy violation",
   1009: "frame too large",
+  1011: "internal error",
+  1012: "service restart",
   4001: "token expired",
   4003: "no valid identity",
+  4008: "slow consumer",
 };
 
 /** The plain HTTP URL of the same endpoint: where the refusal probe answers. */

@@ -251,7 +251,7 @@ async def test_a_subscription_token_that_is_not_renewed_ends_with_unsubscribed_e
 ) -> None:
     room = "room:7"
     page, _, _ = await start(
-        browser, host, [token("di")], sub_tokens={room: [sub_token("di", room, ttl=2)]}
+        browser, host, [token("di")], sub_tokens={room: [sub_token("di", room, ttl=SHORT)]}
     )
     await page.evaluate(f"window.client.join({room!r})")
     [gone] = await events(page, "unsubscribed")

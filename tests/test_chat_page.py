@@ -153,7 +153,7 @@ async def test_an_expiring_token_is_renewed_in_place(
     def hal(ttl: float) -> str:
         return mint_token(SECRET, "hal", join=["chat:*"], publish=["chat:*"], ttl=ttl)
 
-    page = await sign_in_with_token(browser, node.http, hal(4))
+    page = await sign_in_with_token(browser, node.http, hal(6))  # signed in before it ends
     await expect(page.locator("#status")).to_have_class("dot open")
     await expect(page.locator("#renew")).to_be_visible()
     await expect(page.locator("#renew-reason")).to_contain_text("token expired")

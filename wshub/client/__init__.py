@@ -11,10 +11,12 @@ from wshub.client.frames import (
     Refused,
     ServerError,
     Stopped,
+    Unsubscribed,
     ws_url,
 )
 from wshub.client.link import State, TokenProvider
 from wshub.client.policy import Action, Backoff, after_close, after_refusal
+from wshub.client.tokens import SubscriptionTokenFunction, TokenFunction, expiry_of
 
 __all__ = [
     "Action",
@@ -30,8 +32,12 @@ __all__ = [
     "State",
     "Stopped",
     "Subscription",
+    "SubscriptionTokenFunction",
+    "TokenFunction",
     "TokenProvider",
+    "Unsubscribed",
     "after_close",
     "after_refusal",
+    "expiry_of",
     "ws_url",
 ]

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
-from wshub.client.frames import FrameDict, Gap, Message, Stopped, message_of
+from wshub.client.frames import FrameDict, Gap, Message, Stopped, Unsubscribed, message_of
 
 __all__ = ["END", "Channel", "Channels", "Subscription"]
 
@@ -35,6 +35,12 @@ class Channel:
     queues: list[asyncio.Queue[Any]] = field(default_factory=list)
     on_gap: list[Callable[[Gap], object]] = field(default_factory=list)
     resuming: bool = False
+    renewing: int = 0
+    """Joins sent again with a fresh subscription token, not answered yet: their ``joined``
+    moves no position (messages already on their way would look like duplicates)."""
+    backlog: asyncio.Queue[Any] | None = None
+    """A channel the server joined this client to keeps its messages here until the
+    application's first :class:`Subscription` of it takes the queue over."""
 
     def join_frame(self, name: str) -> FrameDict:
         """A ``join`` for this channel, from the last position seen if there is one."""
@@ -43,6 +49,13 @@ class Channel:
             frame["meta"] = self.meta
         if self.epoch is not None and self.offset is not None:
             frame["since"] = {"offset": self.offset, "epoch": self.epoch}
+        return frame
+
+    def renewal_frame(self, name: str, token: str) -> FrameDict:
+        """A ``join`` of this channel, already joined, with a fresh subscription token."""
+        frame: FrameDict = {"type": "join", "channel": name, "token": token}
+        if self.meta is not None:
+            frame["meta"] = self.meta
         return frame
 
 
@@ -54,13 +67,48 @@ class Channels(dict[str, Channel]):
         ch = self.get(frame["channel"])
         if ch is None:
             return
+        if ch.renewing:
+            ch.renewing -= 1
+            return
         resuming, ch.resuming = ch.resuming, False
         if frame["recovered"]:
             return
+        self._moved(frame["channel"], ch, frame["offset"], frame["epoch"], resuming)
+
+    def on_subscribed(self, frame: FrameDict) -> bool:
+        """The server joined this client to a channel; whether it is a new one to it.
+
+        A channel already held (the token's ``channels`` claim joins it again on every
+        reconnect, before the client's own re-join) keeps its position, so that the re-join
+        with ``since`` says whether anything was missed.
+        """
+        name = frame["channel"]
+        ch = self.get(name)
+        if ch is not None:
+            if ch.offset is None:
+                ch.offset, ch.epoch = frame["offset"], frame["epoch"]
+            return False
+        backlog: asyncio.Queue[Any] = asyncio.Queue()
+        self[name] = Channel(offset=frame["offset"], epoch=frame["epoch"], backlog=backlog)
+        self[name].queues.append(backlog)
+        return True
+
+    def on_unsubscribed(self, frame: FrameDict) -> Unsubscribed | None:
+        """The server took this client out of a channel: its subscriptions end, saying why,
+        and it is not joined again after a reconnect."""
+        ch = self.pop(frame["channel"], None)
+        if ch is None:
+            return None
+        event = Unsubscribed(frame["channel"], str(frame.get("reason", "server")))
+        for queue in ch.queues:
+            queue.put_nowait(event)
+        return event
+
+    def _moved(self, name: str, ch: Channel, offset: int, epoch: str, resuming: bool) -> None:
         last_offset, last_epoch = ch.offset, ch.epoch
-        ch.offset, ch.epoch = frame["offset"], frame["epoch"]
+        ch.offset, ch.epoch = offset, epoch
         if resuming and last_offset is not None and last_epoch is not None:
-            gap = Gap(frame["channel"], last_offset, last_epoch, frame["offset"], frame["epoch"])
+            gap = Gap(name, last_offset, last_epoch, offset, epoch)
             log.info("resume refused: %s", gap)
             for queue in ch.queues:
                 queue.put_nowait(gap)  # where the gap is in the stream, for refetching
@@ -96,8 +144,10 @@ class _Client(Protocol):
 class Subscription:
     """An async iterator of one channel's messages; see :meth:`Client.subscribe`.
 
-    The iteration ends when the client is closed, and raises :class:`Stopped` when the server
-    stopped the client (1008, 1009, an expired token and no new one, ...).
+    The iteration ends when the client is closed or leaves the channel, and when the server
+    took the client out of it (then :attr:`unsubscribed` says why); it raises
+    :class:`Stopped` when the server stopped the client (1008, 1009, an expired token and
+    no new one, ...).
     """
 
     def __init__(
@@ -117,9 +167,15 @@ class Subscription:
         self._on_gap = on_gap
         self._refetch = refetch
         self._join_pending = not joined
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._refetched: list[Message] = []
-        state.queues.append(self._queue)
+        self.unsubscribed: Unsubscribed | None = None
+        """Why the server took the client out of the channel, once it did."""
+        if state.backlog is not None:  # what came since the server joined the channel
+            self._queue: asyncio.Queue[Any] = state.backlog
+            state.backlog = None
+        else:
+            self._queue = asyncio.Queue()
+            state.queues.append(self._queue)
         if on_gap is not None:
             state.on_gap.append(on_gap)
 
@@ -144,6 +200,10 @@ class Subscription:
                 raise StopAsyncIteration
             if isinstance(item, Message):
                 return item
+            if isinstance(item, Unsubscribed):
+                self.unsubscribed = item
+                self.close()
+                raise StopAsyncIteration
             if isinstance(item, Gap) and self._refetch:
                 self._refetched = await self._history_before(item)
         return self._refetched.pop(0)

@@ -33,8 +33,9 @@ T = TypeVar("T")
 class Client(Link):
     """A wshub connection that survives reconnects. Use as ``async with Client(...) as c``.
 
-    See :class:`~wshub.client.link.Link` for the options: ``token``, ``user``,
-    ``token_provider``, ``reconnect``, backoff, ``heartbeat`` and the callbacks.
+    See :class:`~wshub.client.link.Link` for the options: ``token`` (a string or a token
+    function), ``auth``, ``user``, ``subscription_token``, ``reconnect``, backoff,
+    ``heartbeat`` and the callbacks.
     """
 
     @property
@@ -57,21 +58,34 @@ class Client(Link):
         return self.backoff_policy.delay(attempt)
 
     async def join(self, channel: str, *, meta: Any = None) -> FrameDict:
-        """Join a channel (again, with the last position seen, if already joined)."""
+        """Join a channel (again, with the last position seen, if already joined), with the
+        subscription token ``subscription_token(channel)`` gives, if there is that function."""
         ch = self._channels.get(channel)
         fresh = ch is None
         if ch is None:
             ch = self._channels[channel] = Channel(meta=meta)
         elif meta is not None:
             ch.meta = meta
+        frame = ch.join_frame(channel)
         try:
-            return await self._request(ch.join_frame(channel))
+            token = await self.grants.token_for(channel)
+            if token is not None:
+                frame["token"] = token
+            return await self._request(frame)
         except BaseException:
+            self.grants.forget(channel)
             if fresh and not ch.queues:
                 self._channels.pop(channel, None)
             raise
 
+    @property
+    def channels(self) -> list[str]:
+        """The channels this client is in: those it joined, and those the server joined
+        it to (``subscribed``), until it leaves them or the server takes it out."""
+        return list(self._channels)
+
     async def leave(self, channel: str) -> None:
+        self.grants.forget(channel)
         ch = self._channels.pop(channel, None)
         if ch is not None:
             for queue in ch.queues:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+from wshub.client.policy import close_code_of_refusal
+
 __all__ = [
     "ConnectionLost",
     "Direct",
@@ -15,6 +17,7 @@ __all__ = [
     "Refused",
     "ServerError",
     "Stopped",
+    "Unsubscribed",
     "message_of",
     "ws_url",
 ]
@@ -38,18 +41,32 @@ class ConnectionLost(ConnectionError):
 
 
 class Refused(ConnectionError):
-    """The server refused the handshake with an HTTP status (401, 403, 503, ...).
+    """The server refused the handshake with an HTTP status (401, 403, 503, ...), or
+    refused the token of the ``auth`` frame (then ``code`` is 4003 and ``status`` 401).
 
     ``reason`` is the body of the refusal: the server says there why (``token expired``,
     ``signature does not verify``, ``connection limit reached on this node``, ...).
+    ``code`` is the close code the refusal counts as (401: 4001, 403: 1008, 503: 1001).
     """
 
-    def __init__(self, status: int, retry_after: str | None = None, reason: str = "") -> None:
+    def __init__(
+        self,
+        status: int,
+        retry_after: str | None = None,
+        reason: str = "",
+        code: int | None = None,
+    ) -> None:
         detail = f": {reason}" if reason else ""
-        super().__init__(f"handshake refused with HTTP {status}{detail}")
+        how = (
+            f"identity refused with {code}"
+            if code == 4003
+            else f"handshake refused with HTTP {status}"
+        )
+        super().__init__(f"{how}{detail}")
         self.status = status
         self.retry_after = retry_after
         self.reason = reason
+        self.code = close_code_of_refusal(status) if code is None else code
 
     @property
     def retry_after_seconds(self) -> float:
@@ -103,6 +120,16 @@ class MemberEvent:
     channel: str
     user: str
     meta: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribed:
+    """The server took this client out of a channel: ``reason`` is ``server`` (the HTTP or
+    library API), ``permissions`` (a refreshed token no longer allows it) or ``expired``
+    (its subscription token ended and no fresh one came in time)."""
+
+    channel: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)

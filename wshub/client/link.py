@@ -1,10 +1,27 @@
 """The client's link: one WebSocket at a time, and what to do when it closes, as the
 protocol's close codes say (:mod:`wshub.client.policy`).
 
-Its parts: opening a WebSocket (:mod:`~wshub.client.dial`), replies matched by ``id``
-(:mod:`~wshub.client.replies`), dead links found with the protocol's ``ping`` at the server's
-``welcome.heartbeat`` interval (:mod:`~wshub.client.heartbeat`), and the attempts with backoff
-and jitter after a drop (:mod:`~wshub.client.reconnect`).
+Its parts: opening a WebSocket and sending the token in the ``auth`` frame
+(:mod:`~wshub.client.dial`), replies matched by ``id`` (:mod:`~wshub.client.replies`), dead
+links found with the protocol's ``ping`` at the server's ``welcome.heartbeat`` interval
+(:mod:`~wshub.client.heartbeat`), the attempts with backoff and jitter after a drop
+(:mod:`~wshub.client.reconnect`), the token's refresh before it ends
+(:mod:`~wshub.client.refresh`) and the channels' subscription tokens
+(:mod:`~wshub.client.grants`).
+
+The options of :class:`Link` (and so of :class:`~wshub.client.Client`): ``token`` is a JWT,
+or an async function returning one (None: there is none, stop); the function is called to
+connect, to ``refresh`` the token before it ends, and after the server refused one (4001,
+4003, HTTP 401). The token is sent in the ``auth`` first frame, or with ``auth="header"`` as
+``Authorization: Bearer``. ``user`` picks the name in open mode. ``token_provider``
+(deprecated) is the function next to a string ``token``. ``subscription_token(channel)``
+gives the subscription token to join a channel with (None: without one); it is called on
+every join and before that token ends. ``on_subscribed(channel)`` and
+``on_unsubscribed(event)`` tell of the channels the server joined the client to or took it
+out of; ``on_refresh(expires)`` and ``on_refresh_error(exc)`` of each refresh.
+``heartbeat`` overrides the ping interval the server suggests (0 turns pings off).
+``on_stop`` is called with :class:`Stopped` when the server stopped the client for good; it
+is also :attr:`Link.stopped`, and what subscriptions raise.
 """
 
 from __future__ import annotations
@@ -13,7 +30,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from functools import partial
 from types import TracebackType
 from typing import Any, Literal, Self
 
@@ -22,7 +40,7 @@ from websockets.asyncio.client import ClientConnection
 
 from wshub.client import heartbeat
 from wshub.client.channels import END, Channels
-from wshub.client.dial import dial
+from wshub.client.dial import AuthMode, dial
 from wshub.client.frames import (
     ConnectionLost,
     Direct,
@@ -31,39 +49,38 @@ from wshub.client.frames import (
     Refused,
     ServerError,
     Stopped,
+    Unsubscribed,
     ws_url,
 )
+from wshub.client.grants import Grants
 from wshub.client.policy import NO_CLOSE_FRAME, Action, Backoff, after_close
 from wshub.client.reconnect import reconnect
+from wshub.client.refresh import Tokens
 from wshub.client.replies import Replies
+from wshub.client.tokens import SubscriptionTokenFunction, TokenFunction, TokenSource
 
 __all__ = ["Link", "State", "TokenProvider"]
 
 log = logging.getLogger("wshub.client")
 
 State = Literal["connecting", "open", "reconnecting", "closed"]
-TokenProvider = Callable[[], Awaitable[str | None]]
-"""Asked for a fresh token when the server says the current one expired or is not valid
-(4001, 4003, a handshake refused with 401); None means there is none: the client stops."""
+TokenProvider = TokenFunction
+"""The type of ``token_provider`` (deprecated: pass the function as ``token``)."""
 
 
 class Link:
     """A connection that survives reconnects; :class:`~wshub.client.Client` adds the requests.
-
-    ``token`` is sent as ``Authorization: Bearer``; ``user`` picks the name in open mode.
-    ``token_provider`` is an async callable asked for a new token when the server refuses
-    the current one. ``heartbeat`` overrides the ping interval the server suggests (0 turns
-    pings off). ``on_stop`` is called with :class:`Stopped` when the server stopped the
-    client for good; it is also :attr:`stopped`, and what subscriptions raise.
-    """
+    Its options are in the module's documentation."""
 
     def __init__(
         self,
         url: str,
         *,
-        token: str | None = None,
+        token: TokenSource | None = None,
         user: str | None = None,
         token_provider: TokenProvider | None = None,
+        auth: AuthMode = "frame",
+        subscription_token: SubscriptionTokenFunction | None = None,
         reconnect: bool = True,
         backoff_min: float = 0.25,
         backoff_max: float = 10.0,
@@ -72,10 +89,17 @@ class Link:
         on_state: Callable[[State], object] | None = None,
         on_member: Callable[[MemberEvent], object] | None = None,
         on_stop: Callable[[Stopped], object] | None = None,
+        on_subscribed: Callable[[str], object] | None = None,
+        on_unsubscribed: Callable[[Unsubscribed], object] | None = None,
+        on_refresh: Callable[[float | None], object] | None = None,
+        on_refresh_error: Callable[[Exception], object] | None = None,
     ) -> None:
         self.url = ws_url(url, user)
-        self.token = token
-        self.token_provider = token_provider
+        self.auth: AuthMode = auth
+        self.tokens = Tokens(token, token_provider, on_refresh, on_refresh_error)
+        self.grants = Grants(subscription_token, self._renew_grant)
+        self.on_subscribed = on_subscribed
+        self.on_unsubscribed = on_unsubscribed
         self.reconnect = reconnect
         self.backoff_policy = Backoff(backoff_min, backoff_max)
         self.request_timeout = request_timeout
@@ -115,18 +139,23 @@ class Link:
         """Connect once; raise :class:`Refused` or ``OSError`` if that fails.
 
         Only a link that was up is re-established automatically: a first failure is more
-        likely a wrong address or token than a passing outage. A token refused with 401 is
-        the exception when there is a ``token_provider``: it is asked once for another.
+        likely a wrong address or token than a passing outage. A refused token is the
+        exception when there is a token function: it is asked once for another.
         """
         self._closing = False
         self.stopped = None
         self._set_state("connecting")
         try:
+            await self.tokens.first()
+            if self.tokens.current is None and self.tokens.function is not None:
+                raise Stopped(4003, self.tokens.why_none)
             try:
                 ws, reader = await self._open()
             except Refused as exc:
-                if exc.status != 401 or not await self._renew_token():
+                if exc.status != 401 or self.tokens.function is None:
                     raise
+                if not await self.tokens.renew():
+                    raise Stopped(exc.code, f"{exc.reason}; {self.tokens.why_none}") from exc
                 ws, reader = await self._open()
         except BaseException:
             self._set_state("closed")
@@ -136,6 +165,8 @@ class Link:
     async def close(self) -> None:
         """Close the link, stop reconnecting and end every subscription."""
         self._closing = True
+        self.tokens.stop()
+        self.grants.forget_all()
         runner, self._runner = self._runner, None
         if self._ws is not None:
             await self._ws.close()
@@ -146,7 +177,9 @@ class Link:
         self._end(None)
 
     async def _open(self) -> tuple[ClientConnection, asyncio.Task[None]]:
-        ws, self.welcome = await dial(self.url, self.token, self.request_timeout)
+        ws, self.welcome = await dial(
+            self.url, self.tokens.current, self.request_timeout, self.auth
+        )
         self._ws = ws
         reader = asyncio.create_task(self._read(ws))
         try:
@@ -155,6 +188,7 @@ class Link:
             reader.cancel()
             await ws.close()
             raise
+        self.tokens.watch(self.welcome.get("expires"), partial(self._request, wait=False))
         self._ready.set()
         self._set_state("open")
         return ws, reader
@@ -168,6 +202,8 @@ class Link:
                 await reader
             finally:
                 beat.cancel()
+                self.tokens.stop()
+                self.grants.forget_all()
                 self._ready.clear()
                 self._ws = None
             if self._closing:
@@ -183,26 +219,34 @@ class Link:
                 self._end(Stopped(code, reason))
                 return
             self._replies.fail(ConnectionLost("connection lost"))
-            if action is Action.NEW_TOKEN and not await self._renew_token():
-                self._end(Stopped(code, f"{reason or 'token refused'}; no new token"))
+            if action is Action.NEW_TOKEN and not await self.tokens.renew():
+                why = self.tokens.why_none
+                self._end(Stopped(code, f"{reason or 'token refused'}; {why}"))
                 return
             self._set_state("reconnecting")
-            link = await reconnect(self._open, self.backoff_policy, self._renew_token, self.url)
+            link = await reconnect(self._open, self.backoff_policy, self.tokens, self.url)
             if isinstance(link, Stopped):
                 self._end(link)
                 return
             ws, reader = link
             self.reconnects += 1
 
-    async def _renew_token(self) -> bool:
-        """Ask the application for a new token; whether it gave one."""
-        if self.token_provider is None:
-            return False
-        token = await self.token_provider()
-        if not token:
-            return False
-        self.token = token
-        return True
+    @property
+    def token(self) -> str | None:
+        """The connection token the next handshake sends (the last one refreshed)."""
+        return self.tokens.current
+
+    async def _renew_grant(self, channel: str, token: str) -> None:
+        """Join ``channel`` again with a fresh subscription token, keeping its position."""
+        ch = self._channels.get(channel)
+        if ch is None:
+            return
+        ch.renewing += 1
+        try:
+            await self._request(ch.renewal_frame(channel, token), wait=False)
+        except BaseException:
+            ch.renewing = max(0, ch.renewing - 1)
+            raise
 
     async def _heartbeat(self, ws: ClientConnection) -> None:
         interval = self.heartbeat if self.heartbeat is not None else self.welcome.get("heartbeat")
@@ -214,10 +258,18 @@ class Link:
 
     async def _rejoin(self) -> None:
         """Join every channel again, from the last position seen, all at once."""
+        names = list(self._channels)
+        tokens = await asyncio.gather(*(self.grants.token_for(name) for name in names))
         joins = []
-        for name, ch in self._channels.items():
+        for name, token in zip(names, tokens, strict=True):
+            ch = self._channels.get(name)
+            if ch is None:  # left while the tokens were asked for
+                continue
             frame = ch.join_frame(name)
+            if token is not None:
+                frame["token"] = token
             ch.resuming = "since" in frame
+            ch.renewing = 0
             joins.append(self._request(frame, wait=False))
         for reply in await asyncio.gather(*joins, return_exceptions=True):
             if isinstance(reply, ServerError):
@@ -271,6 +323,15 @@ class Link:
             return
         if kind == "joined":
             self._channels.on_joined(frame)
+        elif kind == "subscribed":
+            if self._channels.on_subscribed(frame) and self.on_subscribed is not None:
+                self.on_subscribed(frame["channel"])
+        elif kind == "unsubscribed":
+            self.grants.forget(frame["channel"])
+            event = self._channels.on_unsubscribed(frame)
+            log.info("unsubscribed from %s: %s", frame["channel"], frame.get("reason"))
+            if event is not None and self.on_unsubscribed is not None:
+                self.on_unsubscribed(event)
         elif kind == "direct":
             direct = Direct(frame.get("from"), frame.get("data"), frame.get("ts", 0))
             for queue in self._directs:

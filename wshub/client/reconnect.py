@@ -11,7 +11,8 @@ from typing import TypeVar
 
 from wshub.client.dial import LINK_ERRORS
 from wshub.client.frames import Refused, Stopped
-from wshub.client.policy import Action, Backoff, after_refusal, close_code_of_refusal
+from wshub.client.policy import Action, Backoff, after_close
+from wshub.client.refresh import Tokens
 
 __all__ = ["reconnect"]
 
@@ -23,13 +24,14 @@ T = TypeVar("T")
 async def reconnect(
     open_link: Callable[[], Awaitable[T]],
     backoff: Backoff,
-    renew_token: Callable[[], Awaitable[bool]],
+    tokens: Tokens,
     url: str,
 ) -> T | Stopped:
     """Try ``open_link`` until it succeeds; :class:`Stopped` when a refusal ends the client.
 
     A ``Retry-After`` on a refusal stretches the wait before the next attempt; a refused
-    token asks ``renew_token`` for another, and stops the client when there is none.
+    token (HTTP 401, or 4003 after the ``auth`` frame) asks ``tokens`` for another, and
+    stops the client when there is none.
     """
     retry_after = 0.0
     for attempt in itertools.count():
@@ -39,11 +41,11 @@ async def reconnect(
             return await open_link()
         except Refused as exc:
             log.info("reconnect attempt %d to %s refused: %s", attempt + 1, url, exc)
-            action = after_refusal(exc.status)
+            action = after_close(exc.code)
             if action is Action.STOP:
-                return Stopped(close_code_of_refusal(exc.status), exc.reason)
-            if action is Action.NEW_TOKEN and not await renew_token():
-                return Stopped(4001, f"{exc.reason or 'token refused'}; no new token")
+                return Stopped(exc.code, exc.reason)
+            if action is Action.NEW_TOKEN and not await tokens.renew():
+                return Stopped(exc.code, f"{exc.reason or 'token refused'}; {tokens.why_none}")
             retry_after = exc.retry_after_seconds
         except LINK_ERRORS as exc:
             log.info("reconnect attempt %d to %s failed: %s", attempt + 1, url, exc)

@@ -4,10 +4,12 @@ against real ``wshub serve`` processes."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import ServerFactory
 from tests.identity_support import SECRET, sub_token, token
@@ -154,3 +156,35 @@ async def test_a_refresh_with_fewer_permissions_ends_the_channel_with_its_reason
         assert pat.channels == []
         await asyncio.wait_for(refreshed.get(), 10)  # its ack comes after the unsubscribed
         assert pat.tokens.refreshes == 1
+
+
+async def test_a_claimed_channel_resumes_after_a_reconnect_with_nothing_lost(
+    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The server joins a claimed channel again right after welcome, at its current offset,
+    # and the client's re-join with since replays nothing then: the client fetches the
+    # messages it missed from the history, holding back the live ones meanwhile.
+    caplog.set_level(logging.INFO, logger="wshub.client")
+    node = make_server("--jwt-secret", SECRET)
+    claim = ["feed:a"]
+    handed = iter([token("kim", ttl=2, channels=claim), None, token("kim", channels=claim)])
+
+    async def next_token() -> str | None:
+        return next(handed)  # to connect; none to refresh with (the 4001 comes); then one
+
+    subscribed: asyncio.Queue[str] = asyncio.Queue()
+    async with Client(
+        node.url, token=next_token, backoff_min=0.2, on_subscribed=subscribed.put_nowait
+    ) as kim:
+        assert await asyncio.wait_for(subscribed.get(), 10) == "feed:a"
+        feed = kim.subscribe("feed:a")
+        got: list[int] = []
+        async with publishing(node.url, "feed:a") as acked:
+            async with asyncio.timeout(15):
+                while kim.reconnects == 0:
+                    await until_offset(feed, (got or [0])[-1] + 1, got)
+            await until_offset(feed, acked[-1] + 5, got)
+        said = [r.getMessage() for r in caplog.records]
+        assert any("closed (4001" in line for line in said), said
+        assert got == list(range(1, got[-1] + 1))  # none lost, none twice
+        assert subscribed.empty()  # the claimed channel again: not new to the application

@@ -38,6 +38,9 @@ class Channel:
     renewing: int = 0
     """Joins sent again with a fresh subscription token, not answered yet: their ``joined``
     moves no position (messages already on their way would look like duplicates)."""
+    filling: list[FrameDict] | None = None
+    """Live messages held back while what the channel missed is fetched
+    (:func:`wshub.client.resume.fill`)."""
     backlog: asyncio.Queue[Any] | None = None
     """A channel the server joined this client to keeps its messages here until the
     application's first :class:`Subscription` of it takes the queue over."""
@@ -71,27 +74,29 @@ class Channels(dict[str, Channel]):
             ch.renewing -= 1
             return
         resuming, ch.resuming = ch.resuming, False
-        if frame["recovered"]:
+        if frame["recovered"] or ch.filling is not None:  # the fill decides where it is
             return
-        self._moved(frame["channel"], ch, frame["offset"], frame["epoch"], resuming)
+        self.moved(frame["channel"], ch, frame["offset"], frame["epoch"], resuming)
 
-    def on_subscribed(self, frame: FrameDict) -> bool:
-        """The server joined this client to a channel; whether it is a new one to it.
-
-        A channel already held (the token's ``channels`` claim joins it again on every
-        reconnect, before the client's own re-join) keeps its position, so that the re-join
-        with ``since`` says whether anything was missed.
-        """
-        name = frame["channel"]
+    def on_subscribed(self, frame: FrameDict) -> Channel | None:
+        """The server joined this client to a channel: a channel new to it is None; one
+        already held that missed messages is returned, to fetch them
+        (:func:`wshub.client.resume.fill`), with its live messages held back meanwhile."""
+        name, offset, epoch = frame["channel"], frame["offset"], frame["epoch"]
         ch = self.get(name)
         if ch is not None:
-            if ch.offset is None:
-                ch.offset, ch.epoch = frame["offset"], frame["epoch"]
-            return False
+            if ch.offset is None or ch.epoch is None:
+                ch.offset, ch.epoch = offset, epoch
+            elif epoch != ch.epoch or offset < ch.offset:
+                self.moved(name, ch, offset, epoch, resuming=True)
+            elif offset > ch.offset and ch.filling is None:
+                ch.filling = []
+                return ch
+            return None
         backlog: asyncio.Queue[Any] = asyncio.Queue()
         self[name] = Channel(offset=frame["offset"], epoch=frame["epoch"], backlog=backlog)
         self[name].queues.append(backlog)
-        return True
+        return None
 
     def on_unsubscribed(self, frame: FrameDict) -> Unsubscribed | None:
         """The server took this client out of a channel: its subscriptions end, saying why,
@@ -104,7 +109,7 @@ class Channels(dict[str, Channel]):
             queue.put_nowait(event)
         return event
 
-    def _moved(self, name: str, ch: Channel, offset: int, epoch: str, resuming: bool) -> None:
+    def moved(self, name: str, ch: Channel, offset: int, epoch: str, resuming: bool) -> None:
         last_offset, last_epoch = ch.offset, ch.epoch
         ch.offset, ch.epoch = offset, epoch
         if resuming and last_offset is not None and last_epoch is not None:
@@ -118,6 +123,9 @@ class Channels(dict[str, Channel]):
     def on_message(self, frame: FrameDict) -> None:
         ch = self.get(frame["channel"])
         if ch is None:
+            return
+        if ch.filling is not None:
+            ch.filling.append(frame)
             return
         offset, epoch = frame["offset"], frame["epoch"]
         if epoch == ch.epoch and ch.offset is not None and offset <= ch.offset:

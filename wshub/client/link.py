@@ -38,7 +38,7 @@ from typing import Any, Literal, Self
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from wshub.client import heartbeat
+from wshub.client import heartbeat, resume
 from wshub.client.channels import END, Channels
 from wshub.client.dial import AuthMode, dial
 from wshub.client.frames import (
@@ -119,6 +119,7 @@ class Link:
         self._directs: list[asyncio.Queue[Any]] = []
         self._ready = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
+        self._fills: set[asyncio.Task[None]] = set()
         self._closing = False
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -183,7 +184,7 @@ class Link:
         self._ws = ws
         reader = asyncio.create_task(self._read(ws))
         try:
-            await self._rejoin()
+            await resume.rejoin(self._channels, self.grants, partial(self._request, wait=False))
         except BaseException:
             reader.cancel()
             await ws.close()
@@ -256,27 +257,6 @@ class Link:
     async def _ping(self, timeout: float) -> None:
         await self._request({"type": "ping"}, timeout=timeout, wait=False)
 
-    async def _rejoin(self) -> None:
-        """Join every channel again, from the last position seen, all at once."""
-        names = list(self._channels)
-        tokens = await asyncio.gather(*(self.grants.token_for(name) for name in names))
-        joins = []
-        for name, token in zip(names, tokens, strict=True):
-            ch = self._channels.get(name)
-            if ch is None:  # left while the tokens were asked for
-                continue
-            frame = ch.join_frame(name)
-            if token is not None:
-                frame["token"] = token
-            ch.resuming = "since" in frame
-            ch.renewing = 0
-            joins.append(self._request(frame, wait=False))
-        for reply in await asyncio.gather(*joins, return_exceptions=True):
-            if isinstance(reply, ServerError):
-                log.warning("rejoin refused: %s", reply)
-            elif isinstance(reply, BaseException):
-                raise reply
-
     # --- requests --------------------------------------------------------------------------
 
     async def _request(
@@ -324,8 +304,7 @@ class Link:
         if kind == "joined":
             self._channels.on_joined(frame)
         elif kind == "subscribed":
-            if self._channels.on_subscribed(frame) and self.on_subscribed is not None:
-                self.on_subscribed(frame["channel"])
+            self._subscribed(frame)
         elif kind == "unsubscribed":
             self.grants.forget(frame["channel"])
             event = self._channels.on_unsubscribed(frame)
@@ -341,6 +320,18 @@ class Link:
             self.on_member(MemberEvent(event_kind, frame["channel"], frame["user"], frame["meta"]))
         if not self._replies.answer(frame) and kind == "error":
             log.warning("error from %s: %s %s", self.url, frame.get("code"), frame.get("message"))
+
+    def _subscribed(self, frame: FrameDict) -> None:
+        name = frame["channel"]
+        new = name not in self._channels
+        held = self._channels.on_subscribed(frame)
+        if held is not None:
+            request = partial(self._request, wait=False)
+            work = resume.fill(self._channels, name, held, frame["offset"], request)
+            self._fills.add(task := asyncio.create_task(work))
+            task.add_done_callback(self._fills.discard)
+        elif new and self.on_subscribed is not None:
+            self.on_subscribed(name)
 
     # --- internals -------------------------------------------------------------------------
 

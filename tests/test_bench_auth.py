@@ -8,15 +8,19 @@ import pytest
 
 from tests.conftest import ServerFactory
 from tests.test_bench import bench
-from wshub.bench.workers import with_token
+from wshub.bench.dialect import WSHUB
+from wshub.bench.workers import with_auth
 from wshub.core.auth import mint_token
 
 SECRET = "b" * 40
 
 
-def test_the_token_goes_in_the_query() -> None:
-    assert with_token("ws://h/ws?user=u", "a.b.c") == "ws://h/ws?user=u&token=a.b.c"
-    assert with_token("ws://h/ws", "") == "ws://h/ws"
+def test_the_token_goes_in_the_auth_frame() -> None:
+    first, *rest = with_auth(WSHUB.join, "a.b.c")
+    sent = json.loads(first.send.format(channel="c", user="u", index="0"))
+    assert sent == {"type": "auth", "id": "auth", "token": "a.b.c"} and not first.expect
+    assert tuple(rest) == WSHUB.join  # then welcome, as without auth
+    assert with_auth(WSHUB.join, "") == WSHUB.join
 
 
 @pytest.mark.parametrize("how", ["jwt-secret", "token"])

@@ -383,12 +383,12 @@ def clients_python(s: Snippet, run: Run) -> None:
         node.stop()
 
 
-def clients_token_provider(s: Snippet, run: Run) -> None:
+def clients_token_function(s: Snippet, run: Run) -> None:
     node = run.server("--jwt-secret", SECRET)
     run.env["WSHUB_JWT_SECRET"] = SECRET
     try:
         out = ok(run.python(s.text)).splitlines()
-        assert out == ["open 1", "401 token expired"]
+        assert out == ["subscribed news:alice", "hello 0"]
     finally:
         node.stop()
 
@@ -547,7 +547,7 @@ HOW: dict[tuple[str, str], How] = {
     ("docs/bench.md", "$ wshub serve & SERVER=$!"): bench_console,
     ("docs/bench.md", "with LoadGenerator("): bench_python,
     ("docs/clients.md", "async def main()"): clients_python,
-    ("docs/clients.md", "SECRET = os.environ"): clients_token_provider,
+    ("docs/clients.md", "signer = Signer.from_secret"): clients_token_function,
     ("docs/clients.md", "wshub listen chat:lobby"): clients_cli,
     ("docs/clients.md", "$ wshub listen 'secret:x'"): clients_console,
     ("docs/configuration.md", "$ WSHUB_CONFIG=wshub.toml"): configuration_console,

@@ -16,8 +16,8 @@ import array
 import asyncio
 import collections
 import contextlib
+import json
 import time
-import urllib.parse
 from dataclasses import dataclass
 from multiprocessing.connection import Connection as Pipe
 from typing import Any
@@ -31,7 +31,7 @@ __all__ = [
     "publisher_main",
     "publisher_user",
     "receivers_main",
-    "with_token",
+    "with_auth",
 ]
 
 #: Receivers that connect at once, per process: more only fills the server's accept backlog.
@@ -146,11 +146,13 @@ def publisher_user(index: int) -> str:
     return f"bench-pub-{index}"
 
 
-def with_token(url: str, token: str) -> str:
-    """The URL with ``?token=`` (a server with auth), as a browser sends it."""
+def with_auth(steps: tuple[Step, ...], token: str) -> tuple[Step, ...]:
+    """The handshake with the token in the protocol's ``auth`` first frame (a server with
+    auth): out of the URL, so out of access logs, as wshub's own clients send it."""
     if not token:
-        return url
-    return url + ("&" if "?" in url else "?") + urllib.parse.urlencode({"token": token})
+        return steps
+    frame = json.dumps({"type": "auth", "id": "auth", "token": token})
+    return (Step(send=frame.replace("{", "{{").replace("}", "}}")), *steps)
 
 
 async def _receivers(
@@ -172,11 +174,11 @@ async def _receivers(
     async def open_one(index: int, channel: str) -> None:
         conn = _Receiver(pool)
         fill = {"channel": channel, "user": RECEIVER_USER, "index": str(index)}
-        target = with_token(url + dialect.receiver_path.format(**fill), token)
+        target = url + dialect.receiver_path.format(**fill)
         async with gate:
             try:
                 conn.link = await connect(client, target, conn.on_frame, conn.on_close)
-                await _handshake(conn, dialect.join, fill)
+                await _handshake(conn, with_auth(dialect.join, token), fill)
             except Exception as exc:
                 failures[f"{type(exc).__name__}: {exc}"[:200]] += 1
                 if conn.link is not None:
@@ -268,10 +270,10 @@ async def _publisher(
 ) -> None:
     conn = _Receiver(_Pool(dialect))
     fill = {"channel": channels[0], "user": publisher_user(index), "index": str(index)}
-    target = with_token(url + dialect.publisher_path.format(**fill), token)
+    target = url + dialect.publisher_path.format(**fill)
     try:
         conn.link = await connect(client, target, conn.on_frame, conn.on_close)
-        await _handshake(conn, dialect.greet, fill)
+        await _handshake(conn, with_auth(dialect.greet, token), fill)
     except Exception as exc:
         pipe.send(f"{type(exc).__name__}: {exc}")
         return

@@ -85,10 +85,13 @@ async def publishing(url: str, channel: str, gap: float = 0.005) -> AsyncIterato
     """Publish 0, 1, 2, ... to ``channel`` from a client that is not ours, until the block
     ends; the offsets acknowledged."""
     acked: list[int] = []
+    stopping = asyncio.Event()
     async with connect(url, token=token("pub", join=["*"], publish=["*"])) as pub:
 
         async def run() -> None:
-            while True:
+            # Checked as well as cancelled: Python 3.11's wait_for (in pub.publish) can
+            # swallow a cancellation that comes just as its reply does.
+            while not stopping.is_set():
                 acked.append((await pub.publish(channel, len(acked)))["offset"])
                 await asyncio.sleep(gap)
 
@@ -96,6 +99,7 @@ async def publishing(url: str, channel: str, gap: float = 0.005) -> AsyncIterato
         try:
             yield acked
         finally:
+            stopping.set()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

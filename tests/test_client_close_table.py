@@ -207,7 +207,8 @@ async def test_4008_as_a_slow_consumer_reconnects_and_resumes(
         assert got == list(range(1, count + 1))  # resumed with since: none lost, none twice
         said = [r.getMessage() for r in caplog.records]
         assert any("closed (4008" in line for line in said), said
-        assert slo.reconnects == 1 and slo.stopped is None
+        # At least once: the replay after the resume may overflow its queue of 16 again.
+        assert slo.reconnects >= 1 and slo.stopped is None
 
 
 async def test_stopped_is_raised_by_requests_after_a_stop() -> None:

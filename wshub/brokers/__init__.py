@@ -27,12 +27,13 @@ __all__ = [
     "is_shared",
 ]
 
-SCHEMES = ("memory", "redis", "rediss", "unix")
+SCHEMES = ("memory", "redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 
 
 def create_broker(url: str, settings: Settings, node: str | None = None) -> FullBroker:
     """The broker for ``url``: ``memory://`` (one process), or ``redis://HOST:PORT/DB``
-    (also ``rediss://`` for TLS, ``redis://:PASSWORD@HOST``, ``unix:///path``)."""
+    (also ``rediss://`` for TLS, ``redis://:PASSWORD@HOST``, ``unix:///path``), or a Redis
+    Cluster: ``redis+cluster://HOST:PORT[,HOST:PORT...]`` (``rediss+cluster://`` for TLS)."""
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         from wshub.brokers.memory import MemoryBroker
@@ -40,7 +41,7 @@ def create_broker(url: str, settings: Settings, node: str | None = None) -> Full
         return MemoryBroker(
             settings.history_size, settings.history_ttl, idempotency_ttl=settings.idempotency_ttl
         )
-    if scheme in ("redis", "rediss", "unix"):
+    if scheme in SCHEMES[1:]:
         from wshub.brokers.redis import RedisBroker
 
         return RedisBroker(url, settings, node)

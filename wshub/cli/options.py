@@ -68,7 +68,8 @@ class ServeConfig(Settings):
     broker: str = setting(
         "memory://",
         "Broker URL: memory:// (one process) or redis://[:PASSWORD@]HOST:PORT/DB (rediss:// for "
-        "TLS) to share channels, presence and history between processes and machines.",
+        "TLS) to share channels, presence and history between processes and machines; "
+        "redis+cluster://HOST:PORT[,HOST:PORT...] for a Redis Cluster.",
         group="node",
     )
     workers: int = setting(

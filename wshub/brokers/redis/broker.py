@@ -28,14 +28,26 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from wshub.brokers.base import BrokerSink, BrokerTimeout, BrokerUnavailable, PresentUser
-from wshub.brokers.redis.link import POOL_SIZE, ReplyLost, command_client, pubsub_client
+from wshub.brokers.redis.keys import Keys
+from wshub.brokers.redis.link import (
+    POOL_SIZE,
+    Client,
+    ReplyLost,
+    cluster_client,
+    command_client,
+    pubsub_client,
+)
 from wshub.brokers.redis.listener import Listener
 from wshub.brokers.redis.presence import RedisPresence
 from wshub.brokers.redis.scripts import PUBLISH, READ
+from wshub.brokers.redis.shards import Shards
 from wshub.model.config import Settings
 from wshub.model.history import Recovery, new_epoch, page, recover
 from wshub.model.publication import Publication
@@ -51,7 +63,10 @@ NO_SENDER = b"~"
 
 class RedisBroker:
     """A :class:`~wshub.brokers.base.Broker` and a :class:`~wshub.brokers.base.BrokerOps` over
-    one Redis, shared by every node that names it."""
+    one Redis, or a Redis Cluster (``redis+cluster://``), shared by every node that names it.
+
+    On a cluster the same scripts run, each on its channel's slot, pub/sub is sharded, and a
+    router keeps one listener per master (:mod:`wshub.brokers.redis.shards`)."""
 
     def __init__(
         self, url: str, settings: Settings, node: str | None = None, prefix: str = "wshub"
@@ -63,48 +78,50 @@ class RedisBroker:
         self.keep_ms = int(max(3600.0, settings.history_ttl) * 1000)
         self.history_ms = int(settings.history_ttl * 1000)
         timeout = settings.broker_timeout
-        self._redis = command_client(url, timeout)
-        self._sub_client = pubsub_client(url, timeout)
+        self.keys = Keys(prefix, cluster=urlsplit(url).scheme.endswith("+cluster"))
+        self._redis: Client
+        self._sub_client: aioredis.Redis | None = None
+        if self.keys.cluster:
+            self._redis = cluster_client(url, timeout)
+        else:
+            self._redis = command_client(url, timeout)
+            self._sub_client = pubsub_client(url, timeout)
         self._publish = self._redis.register_script(PUBLISH)
         self._read = self._redis.register_script(READ)
         self._presence = RedisPresence(
-            self._redis, settings, self.node, prefix, self._call, self.emit, self.keep_ms
+            self._redis, settings, self.node, self.keys, self._call, self.emit, self.keep_ms
         )
-        self._listener: Listener | None = None
+        self._listener: Listener | Shards | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._down = False
         self._closing = False
-        self._node_channel = f"{prefix}:node:{self.node}".encode()
-
-    # --- keys -----------------------------------------------------------------------------
 
     def _key(self, channel: str, part: str) -> str:
-        return f"{self.prefix}:{{{channel}}}:{part}"
-
-    def _user_channel(self, user: str) -> bytes:
-        return f"{self.prefix}:user:{{{user}}}".encode()
-
-    def _channel_of(self, name: bytes) -> tuple[str, str] | None:
-        """("c", channel) or ("u", user) for one of this broker's pub/sub channel names; None
-        for its node channel. It subscribes to nothing else, so every name has its prefix."""
-        rest = name.decode()[len(self.prefix) + 1 :]
-        if rest.startswith("{") and rest.endswith("}:pub"):
-            return "c", rest[1:-5]
-        if rest.startswith("user:{"):
-            return "u", rest[6:-1]
-        return None
+        return self.keys.channel(channel, part)
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self, sink: BrokerSink) -> None:
-        listener = self._listener = Listener(
-            self._sub_client,
-            self.settings.broker_timeout,
-            self._node_channel,
-            functools.partial(self._dispatch, sink),
-            functools.partial(self._resync, sink),
-            self._went_down,
-        )
+        timeout = self.settings.broker_timeout
+        on_message = functools.partial(self._dispatch, sink)
+        on_back = functools.partial(self._resync, sink)
+        listener: Listener | Shards
+        if isinstance(self._redis, RedisCluster):
+            node = self.keys.node(self.node)
+            listener = Shards(
+                self._redis, self.url, timeout, node, on_message, on_back, self._went_down
+            )
+        else:
+            assert self._sub_client is not None
+            listener = Listener(
+                self._sub_client,
+                timeout,
+                self.keys.node(self.node),
+                on_message,
+                on_back,
+                self._went_down,
+            )
+        self._listener = listener
         self._keep("listener", listener.run)
         self._keep("heartbeat", self._heartbeat_forever)
         # Start even when Redis is down: the node serves, answers "unavailable", and the
@@ -142,7 +159,8 @@ class RedisBroker:
         # The listener's session closed its pub/sub connection as its task ended; the pool
         # closes it too, in use or not, should that end have been cut short.
         await self._redis.aclose()
-        await self._sub_client.aclose()
+        if self._sub_client is not None:
+            await self._sub_client.aclose()
 
     # --- calls, with outages turned into BrokerUnavailable or BrokerTimeout ---------------
 
@@ -174,22 +192,22 @@ class RedisBroker:
 
     # --- pub/sub --------------------------------------------------------------------------
 
-    def _listening(self) -> Listener:
+    def _listening(self) -> Listener | Shards:
         if self._listener is None:
             raise BrokerUnavailable("the broker is not started")
         return self._listener
 
     async def subscribe(self, channel: str) -> None:
-        await self._listening().subscribe(self._key(channel, "pub").encode())
+        await self._listening().subscribe(self.keys.pub(channel))
 
     async def unsubscribe(self, channel: str) -> None:
-        await self._listening().unsubscribe(self._key(channel, "pub").encode())
+        await self._listening().unsubscribe(self.keys.pub(channel))
 
     async def watch(self, user: str) -> None:
-        await self._listening().subscribe(self._user_channel(user))
+        await self._listening().subscribe(self.keys.user(user))
 
     async def unwatch(self, user: str) -> None:
-        await self._listening().unsubscribe(self._user_channel(user))
+        await self._listening().unsubscribe(self.keys.user(user))
 
     def _resync(self, sink: BrokerSink) -> None:
         """A new pub/sub session is live: what the old one missed is found by the hub."""
@@ -197,7 +215,7 @@ class RedisBroker:
         sink.resync()
 
     def _dispatch(self, sink: BrokerSink, message: dict[str, Any]) -> None:
-        target = self._channel_of(message["channel"])
+        target = self.keys.target(message["channel"])
         if target is None:
             return
         data: bytes = message["data"]
@@ -238,8 +256,9 @@ class RedisBroker:
                     s.history_size,
                     self.history_ms,
                     self.keep_ms,
-                    self._key(channel, "pub"),
+                    self.keys.pub(channel),
                     key_ms,
+                    self.keys.publish_command,
                 ],
             )
         )
@@ -272,18 +291,24 @@ class RedisBroker:
 
     async def emit(self, channel: str, frame: str, exclude_user: str | None = None) -> None:
         payload = b"e" + (exclude_user or "").encode() + b"\n" + frame.encode()
-        await self._call(self._redis.publish(self._key(channel, "pub"), payload))
+        await self._pub(self.keys.pub(channel), payload)
 
     async def send(self, user: str, frame: str) -> None:
-        await self._call(self._redis.publish(self._user_channel(user), b"d" + frame.encode()))
+        await self._pub(self.keys.user(user), b"d" + frame.encode())
 
     async def subscribe_user(self, user: str, channel: str) -> None:
         # PUBLISH returns once Redis has handed the command to every subscribed node: the
-        # nodes with a connection of this user (see watch()).
-        await self._call(self._redis.publish(self._user_channel(user), b"s" + channel.encode()))
+        # nodes with a connection of this user (see watch()). SPUBLISH too, on its shard.
+        await self._pub(self.keys.user(user), b"s" + channel.encode())
 
     async def unsubscribe_user(self, user: str, channel: str) -> None:
-        await self._call(self._redis.publish(self._user_channel(user), b"u" + channel.encode()))
+        await self._pub(self.keys.user(user), b"u" + channel.encode())
+
+    async def _pub(self, name: bytes, payload: bytes) -> None:
+        if self.keys.cluster:
+            await self._call(self._redis.spublish(name, payload))
+        else:
+            await self._call(self._redis.publish(name, payload))
 
     # --- presence -------------------------------------------------------------------------
 
@@ -302,23 +327,21 @@ class RedisBroker:
         return await self._presence.channels()
 
     async def kick(self, user: str) -> None:
-        await self._call(self._redis.publish(self._user_channel(user), b"k"))
+        await self._pub(self.keys.user(user), b"k")
 
     async def share_stats(self, node: str, stats: bytes, ttl: float) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.set(f"{self.prefix}:stats:{node}", stats, px=int(ttl * 1000))
-            pipe.sadd(f"{self.prefix}:stats", node)
+            pipe.set(self.keys.stats(node), stats, px=int(ttl * 1000))
+            pipe.sadd(self.keys.stats(), node)
             await self._call(pipe.execute())
 
     async def cluster_stats(self) -> list[bytes]:
-        index = f"{self.prefix}:stats"
+        index = self.keys.stats()
         members: set[Any] = await self._call(self._redis.smembers(index))
         nodes = sorted(m.decode() for m in members)
         if not nodes:
             return []
-        found: list[Any] = await self._call(
-            self._redis.mget([f"{self.prefix}:stats:{n}" for n in nodes])
-        )
+        found: list[Any] = await self._call(self._redis.mget([self.keys.stats(n) for n in nodes]))
         gone = [n for n, v in zip(nodes, found, strict=True) if v is None]
         if gone:  # nodes that stopped sharing: their figures expired
             await self._call(self._redis.srem(index, *gone))

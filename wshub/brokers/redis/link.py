@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import socket
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff, NoBackoff
@@ -35,7 +37,18 @@ else:
     # use (redis-py 8), and a command goes out on a connection Redis closed.
     MAINTENANCE_OFF = {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
 
-__all__ = ["POOL_SIZE", "ReplyLost", "command_client", "pubsub_client"]
+__all__ = [
+    "POOL_SIZE",
+    "Client",
+    "ReplyLost",
+    "cluster_client",
+    "command_client",
+    "pubsub_client",
+    "shard_url",
+]
+
+Client = aioredis.Redis | RedisCluster
+"""The client for commands: one Redis, or a cluster."""
 
 POOL_SIZE = 64
 """Redis connections for commands, per node; pub/sub has one more of its own."""
@@ -152,3 +165,51 @@ def pubsub_client(url: str, timeout: float) -> aioredis.Redis:
     re-checks every channel."""
     pool = aioredis.ConnectionPool(retry=Retry(NoBackoff(), 0), **_options(url, timeout))
     return aioredis.Redis.from_pool(pool)
+
+
+def _cluster_parts(url: str) -> tuple[str, str, list[tuple[str, int]]]:
+    """``redis+cluster://[:PASSWORD@]HOST:PORT[,HOST:PORT...]``: the plain scheme, the user
+    part (``:PASSWORD@`` or empty) and the startup nodes."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.removesuffix("+cluster")
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    nodes = []
+    for item in hosts.split(","):
+        host, _, port = item.rpartition(":")
+        nodes.append((host, int(port or 6379)))
+    return scheme, userinfo + "@" if userinfo else "", nodes
+
+
+def shard_url(url: str, host: str, port: int) -> str:
+    """The ``redis://`` (or ``rediss://``) URL of one shard of the cluster at ``url``."""
+    scheme, userinfo, _ = _cluster_parts(url)
+    return f"{scheme}://{userinfo}{host}:{port}/0"
+
+
+def cluster_client(url: str, timeout: float) -> RedisCluster:
+    """The client for commands on a Redis Cluster: redis-py follows ``MOVED`` and ``ASK`` and
+    refreshes its slot map, and retries (with backoff, within about ``timeout``) only what
+    surely was not sent; each shard's connections track their replies as above."""
+    scheme, _, nodes = _cluster_parts(url)
+    options = _options(shard_url(url, *nodes[0]), timeout)
+    tracked = options.pop("connection_class")
+    password = options.pop("password", None)
+    username = options.pop("username", None)
+    for name in ("host", "port", "db", "path"):
+        options.pop(name, None)
+    retry = Retry(EqualJitterBackoff(cap=0.5, base=0.05), max(1, int(timeout / 0.5)))
+    client = RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+        password=password,
+        username=username,
+        ssl=scheme == "rediss",
+        retry=retry,
+        max_connections=POOL_SIZE,
+        **options,
+    )
+    # RedisCluster takes no connection class; its nodes are made from these arguments, so the
+    # reply-tracking class goes here (a sent command must never be retried on another node).
+    client.nodes_manager.connection_kwargs["connection_class"] = tracked
+    for node in client.nodes_manager.startup_nodes.values():
+        node.connection_class = tracked
+    return client

@@ -52,6 +52,7 @@ class Listener:
         on_message: Callable[[dict[str, Any]], None],
         on_back: Callable[[], None],
         on_lost: Callable[[BaseException], None],
+        sharded: bool = False,
     ) -> None:
         self.client = client
         self.timeout = timeout
@@ -59,6 +60,9 @@ class Listener:
         self.on_message = on_message
         self.on_back = on_back
         self.on_lost = on_lost
+        self.sharded = sharded
+        """Sharded pub/sub (``SSUBSCRIBE``: one shard of a cluster) rather than plain."""
+        self._kinds = ("ssubscribe", "smessage") if sharded else ("subscribe", "message")
         self.wanted: set[bytes] = set()
         self.live = False
         """Subscribed, every subscription confirmed, and Redis heard within the timeout."""
@@ -104,7 +108,7 @@ class Listener:
             # Held here, not looked up again: an unsubscribe while this session starts pops
             # its future from _confirmed (and settles it), which must not end the session.
             pending = list(self._confirmed.values())
-            await pubsub.subscribe(*names)
+            await self._subscribe(pubsub, names)
             self._pubsub = pubsub
             self._attempting = False
             self._connected.set()
@@ -173,12 +177,17 @@ class Listener:
     def _handle(self, message: dict[str, Any] | None) -> None:
         if message is None:
             return
-        if message["type"] == "subscribe":
+        kind = message["type"]
+        if kind == self._kinds[0]:
             confirmed = self._confirmed.get(message["channel"])
             if confirmed is not None and not confirmed.done():
                 confirmed.set_result(None)
             return
-        if message["type"] != "message":
+        if kind == "sunsubscribe" and message["channel"] in self.wanted:
+            # Redis dropped a wanted subscription itself: its slot moved to another shard
+            # (resharding, failover). The session ends; the shards' router places it again.
+            raise ListenerLost(f"Redis moved {message['channel']!r} to another shard")
+        if kind != self._kinds[1]:
             return
         try:
             self.on_message(message)
@@ -204,7 +213,7 @@ class Listener:
         if confirmed is None or confirmed.done():
             confirmed = self._confirmed[name] = asyncio.get_running_loop().create_future()
         try:
-            await pubsub.subscribe(name)
+            await self._subscribe(pubsub, [name])
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(str(exc)) from exc
         try:
@@ -221,4 +230,13 @@ class Listener:
         if pubsub is not None:
             # A failure is the session's end: the next session does not subscribe it.
             with contextlib.suppress(RedisError, OSError):
-                await pubsub.unsubscribe(name)
+                if self.sharded:
+                    await pubsub.sunsubscribe(name)
+                else:
+                    await pubsub.unsubscribe(name)
+
+    async def _subscribe(self, pubsub: PubSub, names: list[bytes]) -> None:
+        if self.sharded:
+            await pubsub.ssubscribe(*names)
+        else:
+            await pubsub.subscribe(*names)

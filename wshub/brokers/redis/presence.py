@@ -17,11 +17,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
 from msgspec import Raw
 
 from wshub import protocol
 from wshub.brokers.base import PresentUser
+from wshub.brokers.redis.keys import Keys
+from wshub.brokers.redis.link import Client
 from wshub.brokers.redis.scripts import EVICT, HEARTBEAT, PRESENCE_ADD, PRESENCE_REMOVE
 from wshub.model.config import Settings
 
@@ -40,10 +41,10 @@ REGISTERED, EVICTED, UNKNOWN = 0, 1, 2
 class RedisPresence:
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: Client,
         settings: Settings,
         node: str,
-        prefix: str,
+        keys: Keys,
         call: Call,
         emit: Emit,
         keep_ms: int,
@@ -51,7 +52,7 @@ class RedisPresence:
         self.redis = redis
         self.settings = settings
         self.node = node
-        self.prefix = prefix
+        self.keys = keys
         self.call = call
         self.emit = emit
         self.keep_ms = keep_ms
@@ -65,18 +66,6 @@ class RedisPresence:
         self._beat = redis.register_script(HEARTBEAT)
         self._evict = redis.register_script(EVICT)
 
-    def _key(self, channel: str, part: str) -> str:
-        return f"{self.prefix}:{{{channel}}}:{part}"
-
-    def _keys(self, channel: str, node: str) -> list[str]:
-        return [
-            self._key(channel, f"conns:{node}"),
-            self._key(channel, "users"),
-            self._key(channel, "umeta"),
-            f"{self.prefix}:channels",
-            f"{self.prefix}:node:{node}:chans",
-        ]
-
     async def add(self, channel: str, user: str, session: str, meta: bytes) -> bool:
         key = (channel, session)
         self.local[key] = (user, meta)
@@ -87,8 +76,15 @@ class RedisPresence:
             self._adding.discard(key)
 
     async def _register(self, channel: str, user: str, session: str, meta: bytes) -> bool:
+        if not self.keys.atomic:
+            # Before the entry, and idempotent: a cleanup that finds the channel listed and no
+            # entry does nothing, while an entry that is not listed would never be cleaned up.
+            await self.call(self.redis.sadd(self.keys.node_channels(self.node), channel))
+            await self.call(self.redis.sadd(self.keys.channels, channel))
         first = await self.call(
-            self._add(keys=self._keys(channel, self.node), args=[session, user, meta, channel])
+            self._add(
+                keys=self.keys.presence(channel, self.node), args=[session, user, meta, channel]
+            )
         )
         return bool(first)
 
@@ -99,14 +95,14 @@ class RedisPresence:
 
     async def _unregister(self, channel: str, user: str, session: str) -> bytes | None:
         meta: bytes | None = await self.call(
-            self._remove(keys=self._keys(channel, self.node), args=[session, user, channel])
+            self._remove(keys=self.keys.presence(channel, self.node), args=[session, user, channel])
         )
         return meta
 
     async def members(self, channel: str) -> list[PresentUser]:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(self._key(channel, "users"))
-            pipe.hgetall(self._key(channel, "umeta"))
+        async with self.redis.pipeline(transaction=self.keys.atomic) as pipe:
+            pipe.hgetall(self.keys.channel(channel, "users"))
+            pipe.hgetall(self.keys.channel(channel, "umeta"))
             users, metas = await self.call(pipe.execute())
         return [
             PresentUser(user.decode(), metas.get(user, b"null"), int(count))
@@ -114,22 +110,36 @@ class RedisPresence:
         ]
 
     async def channels(self) -> dict[str, int]:
-        counts: dict[bytes, bytes] = await self.call(self.redis.hgetall(f"{self.prefix}:channels"))
-        return {name.decode(): int(n) for name, n in counts.items() if int(n) > 0}
+        if self.keys.atomic:
+            counts: dict[bytes, bytes] = await self.call(self.redis.hgetall(self.keys.channels))
+            return {name.decode(): int(n) for name, n in counts.items() if int(n) > 0}
+        return await self._channels_by_slot()
+
+    async def _channels_by_slot(self) -> dict[str, int]:
+        """A cluster: the index of names, then each channel's count from its own slot. Names
+        whose count is gone leave the index; one that was joined meanwhile is listed again."""
+        names = sorted(n.decode() for n in await self.call(self.redis.smembers(self.keys.channels)))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hget(self.keys.channel(name, "channels"), name)
+            found: list[Any] = await self.call(pipe.execute())
+        counts = {name: int(n) for name, n in zip(names, found, strict=True) if n and int(n) > 0}
+        idle = [name for name in names if name not in counts]
+        if idle:
+            await self.call(self.redis.srem(self.keys.channels, *idle))
+            for name in idle:  # joined between the read and the removal: listed again
+                if await self.call(self.redis.hget(self.keys.channel(name, "channels"), name)):
+                    await self.call(self.redis.sadd(self.keys.channels, name))
+        return counts
 
     # --- nodes ------------------------------------------------------------------------------
 
     async def _heartbeat(self, mode: str) -> list[Any]:
         ttl_ms = int(self.settings.presence_ttl * 1000)
-        p = self.prefix
+        k = self.keys
         reply: list[Any] = await self.call(
             self._beat(
-                keys=[
-                    f"{p}:nodes",
-                    f"{p}:nodes:clock",
-                    f"{p}:nodes:evicted",
-                    f"{p}:nodes:evicting",
-                ],
+                keys=[k.nodes(), k.nodes("clock"), k.nodes("evicted"), k.nodes("evicting")],
                 args=[self.node, mode, ttl_ms // 2, ttl_ms // 4, self.keep_ms, MOST_VICTIMS],
             )
         )
@@ -172,20 +182,32 @@ class RedisPresence:
 
     async def _clean_up(self, node: str) -> None:
         """Remove a dead (or leaving) node's presence, channel by channel, announcing who left."""
-        chans_key = f"{self.prefix}:node:{node}:chans"
+        chans_key = self.keys.node_channels(node)
         channels: set[bytes] = await self.call(self.redis.smembers(chans_key))
         for raw in channels:
             channel = raw.decode()
-            left = await self.call(
-                self._evict(
-                    keys=[*self._keys(channel, node), f"{self.prefix}:nodes"], args=[node, channel]
-                )
-            )
+            left = await self._evict_one(node, channel)
             for i in range(0, len(left), 2):
                 user, meta = left[i].decode(), left[i + 1]
                 event = protocol.MemberLeft(channel=channel, user=user, meta=Raw(meta))
                 await self.emit(channel, protocol.encode(event), user)
-        await self.call(self.redis.zrem(f"{self.prefix}:nodes:evicting", node))
+        await self.call(self.redis.zrem(self.keys.nodes("evicting"), node))
+
+    async def _evict_one(self, node: str, channel: str) -> list[Any]:
+        keys = self.keys.presence(channel, node)
+        if self.keys.atomic:
+            left: list[Any] = await self.call(
+                self._evict(keys=[*keys, self.keys.nodes()], args=[node, channel])
+            )
+            return left
+        # A cluster: the node register is in another slot, so it is read first. A node that
+        # registers again between that read and the script would lose this channel's entries
+        # until its next registration; the window is one round trip (docs/scaling.md).
+        if await self.call(self.redis.zscore(self.keys.nodes(), node)) is not None:
+            return []
+        left = await self.call(self._evict(keys=keys, args=[node, channel]))
+        await self.call(self.redis.srem(self.keys.node_channels(node), channel))
+        return left
 
     async def leave(self) -> None:
         """Leave the cluster: this node's presence goes, its users' departures are announced."""

@@ -23,6 +23,9 @@ that one channel's keys live on one shard):
 - ``P:stats``      set of the nodes that shared their dashboard figures; ``P:stats:<node>``
   the figures (JSON), expiring unless shared again
 
+That is the layout on one Redis; on a cluster the keys that are no channel's have other names,
+each group in one slot (``wshub.brokers.redis.keys``).
+
 An entry is ``"<offset> <ts> <epoch> <from>\\n<data>"``, ``from`` being ``~`` for none (user
 ids never contain ``~``). Times come from Redis' clock, so every node agrees on them.
 """
@@ -32,7 +35,8 @@ from __future__ import annotations
 from typing import Final
 
 # KEYS: meta, hist, and the idempotency key if any. ARGV: data, from, epoch if new, history
-# size, history ttl ms, position keep ms, pub/sub channel, idempotency ttl ms.
+# size, history ttl ms, position keep ms, pub/sub channel, idempotency ttl ms, and the publish
+# command: PUBLISH, or SPUBLISH on a cluster (its pub/sub channel is in the same slot).
 # Returns {offset, epoch, ts}: a key already used answers its publication, publishing nothing.
 PUBLISH: Final = """
 if KEYS[3] then
@@ -56,7 +60,7 @@ redis.call('RPUSH', KEYS[2], entry)
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
-redis.call('PUBLISH', ARGV[7], 'm' .. entry)
+redis.call(ARGV[9], ARGV[7], 'm' .. entry)
 if KEYS[3] then
   redis.call('SET', KEYS[3], string.format('%d', top) .. ' ' .. epoch .. ' ' .. ts, 'PX', ARGV[8])
 end
@@ -86,13 +90,14 @@ end
 return out
 """
 
-# KEYS: node's conns in the channel, users, umeta, channels, node chans.
+# KEYS: node's conns in the channel, users, umeta, channels, node chans (on one Redis: a cluster
+# keeps that set with a command of its own, see keys.py).
 # ARGV: session, user, meta, channel. Returns 1 when this is the user's first connection in the
 # channel. Idempotent: adding a connection that is there changes nothing but the meta.
 PRESENCE_ADD: Final = """
 local new = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
-redis.call('SADD', KEYS[5], ARGV[4])
+if KEYS[5] then redis.call('SADD', KEYS[5], ARGV[4]) end
 if new == 1 then
   redis.call('HINCRBY', KEYS[4], ARGV[4], 1)
   if redis.call('HINCRBY', KEYS[2], ARGV[2], 1) == 1 then return 1 end
@@ -100,11 +105,12 @@ end
 return 0
 """
 
-# KEYS: node's conns in the channel, users, umeta, channels, node chans. ARGV: session, user,
-# channel. Returns the user's meta when this was their last connection in the channel, else nil.
+# KEYS: node's conns in the channel, users, umeta, channels, node chans (one Redis). ARGV:
+# session, user, channel. Returns the user's meta when this was their last connection in the
+# channel, else nil.
 PRESENCE_REMOVE: Final = """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return false end
-if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[5], ARGV[3]) end
+if KEYS[5] and redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[5], ARGV[3]) end
 if redis.call('HINCRBY', KEYS[4], ARGV[3], -1) <= 0 then redis.call('HDEL', KEYS[4], ARGV[3]) end
 if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then
   redis.call('HDEL', KEYS[2], ARGV[2])
@@ -176,12 +182,13 @@ for _, node in ipairs(victims) do out[#out + 1] = node end
 return out
 """
 
-# KEYS: the node's conns in the channel, users, umeta, channels, node chans, nodes.
+# KEYS: the node's conns in the channel, users, umeta, channels, and on one Redis node chans and
+# nodes (a cluster checks the node register and updates the set with commands of their own).
 # ARGV: node, channel. Removes an evicted (or leaving) node's connections from one channel;
 # returns {user, meta, ...} for the users who thereby left it. Idempotent, and a no-op for a
 # node that registered again meanwhile, so a late or repeated cleanup cannot undo a return.
 EVICT: Final = """
-if redis.call('ZSCORE', KEYS[6], ARGV[1]) then return {} end
+if KEYS[6] and redis.call('ZSCORE', KEYS[6], ARGV[1]) then return {} end
 local out = {}
 local conns = redis.call('HGETALL', KEYS[1])
 for i = 2, #conns, 2 do
@@ -195,6 +202,6 @@ for i = 2, #conns, 2 do
   end
 end
 redis.call('DEL', KEYS[1])
-redis.call('SREM', KEYS[5], ARGV[2])
+if KEYS[5] then redis.call('SREM', KEYS[5], ARGV[2]) end
 return out
 """

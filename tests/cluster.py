@@ -1,0 +1,172 @@
+"""A real Redis Cluster for the tests: ``redis-server`` in cluster mode on free ports, joined
+by ``redis-cli --cluster create``, ready once every node says ``cluster_state:ok``."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from tests.support import free_port
+
+NODE_TIMEOUT_MS = 1000
+"""cluster-node-timeout: how long a master may be silent before its replica takes over."""
+
+
+def command(port: int, *args: str, timeout: float = 5.0) -> str:
+    """One command through redis-cli: its output, or "" if the node does not answer."""
+    try:
+        done = subprocess.run(
+            ["redis-cli", "-p", str(port), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return ""
+    return done.stdout
+
+
+class RedisCluster:
+    """``masters`` masters, each with ``replicas`` replicas, in one temporary folder."""
+
+    def __init__(self, masters: int = 3, replicas: int = 1) -> None:
+        self.masters = masters
+        self.replicas = replicas
+        self.ports: list[int] = []
+        while len(self.ports) < masters * (1 + replicas):  # free_port may say one port twice
+            port = free_port()
+            if port not in self.ports and port + 10000 < 65536:  # +10000: the cluster bus
+                self.ports.append(port)
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.dir = Path(tempfile.mkdtemp(prefix="wshub-cluster-"))
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports[:2])
+
+    def _spawn(self, port: int) -> None:
+        self.procs[port] = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                f"nodes-{port}.conf",
+                "--cluster-node-timeout",
+                str(NODE_TIMEOUT_MS),
+                "--dir",
+                str(self.dir),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def start(self, timeout: float = 30.0) -> RedisCluster:
+        for port in self.ports:
+            self._spawn(port)
+        for port in self.ports:
+            self._wait(lambda port=port: command(port, "PING").strip() == "PONG", timeout)
+        if len(self.ports) == 1:  # redis-cli creates clusters of 3 masters or more
+            command(self.ports[0], "CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+            self.wait_ok(timeout)
+            return self
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in self.ports),
+                "--cluster-replicas",
+                str(self.replicas),
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=timeout,
+        )
+        self.wait_ok(timeout)
+        return self
+
+    @staticmethod
+    def _wait(check: object, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():  # type: ignore[operator]
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Redis Cluster did not get ready")
+            time.sleep(0.05)
+
+    def info(self, port: int) -> dict[str, str]:
+        lines = command(port, "CLUSTER", "INFO").splitlines()
+        return dict(line.strip().split(":", 1) for line in lines if ":" in line)
+
+    def live_ports(self) -> list[int]:
+        return [p for p, proc in self.procs.items() if proc.poll() is None]
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Every live node says cluster_state:ok and knows every slot, every master is known to
+        have the replicas asked for (so that a failover has someone to promote)."""
+
+        def ok() -> bool:
+            for port in self.live_ports():
+                info = self.info(port)
+                if info.get("cluster_state") != "ok" or info.get("cluster_slots_ok") != "16384":
+                    return False
+            return len(self.master_ports()) == self.masters
+
+        self._wait(ok, timeout)
+
+    def nodes(self) -> list[list[str]]:
+        """CLUSTER NODES as seen by a live node: id, address, flags, master, ..., slots."""
+        port = self.live_ports()[0]
+        return [line.split() for line in command(port, "CLUSTER", "NODES").splitlines() if line]
+
+    def master_ports(self) -> list[int]:
+        return sorted(
+            int(n[1].split("@")[0].rsplit(":", 1)[1])
+            for n in self.nodes()
+            if "master" in n[2] and "fail" not in n[2] and len(n) > 8
+        )
+
+    def master_of(self, key: str) -> int:
+        slot = int(command(self.live_ports()[0], "CLUSTER", "KEYSLOT", key))
+        for n in self.nodes():
+            if "master" not in n[2] or "fail" in n[2]:
+                continue
+            for part in n[8:]:
+                low, _, high = part.partition("-")
+                if part[0] != "[" and int(low) <= slot <= int(high or low):
+                    return int(n[1].split("@")[0].rsplit(":", 1)[1])
+        raise LookupError(f"no master serves {key!r}")
+
+    def kill(self, port: int) -> None:
+        """SIGKILL one node: no goodbye, as a crashed machine."""
+        proc = self.procs[port]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+

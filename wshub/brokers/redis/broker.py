@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from wshub.brokers.base import BrokerSink, BrokerTimeout, BrokerUnavailable, PresentUser
 from wshub.brokers.redis.keys import Keys
@@ -170,7 +170,7 @@ class RedisBroker:
         except ReplyLost as exc:
             self._went_down(exc)
             raise BrokerTimeout(str(exc)) from exc
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
             self._went_down(exc)
             raise BrokerUnavailable(str(exc)) from exc
         return result

@@ -27,7 +27,7 @@ from typing import Any
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from wshub.brokers.base import BrokerUnavailable
 from wshub.brokers.redis.link import pubsub_client, shard_url
@@ -146,7 +146,7 @@ class Shards:
             self._changed.clear()
             try:
                 await self.cluster.nodes_manager.initialize()
-            except (RedisError, OSError) as exc:
+            except (RedisError, RedisClusterException, OSError) as exc:
                 self._changed.set()
                 raise BrokerUnavailable(f"no Redis Cluster slot map: {exc}") from exc
         masters = self._masters()

@@ -3,6 +3,7 @@ by ``redis-cli --cluster create``, ready once every node says ``cluster_state:ok
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -68,8 +69,12 @@ class RedisCluster:
                 "",
                 "--appendonly",
                 "no",
+                "--repl-diskless-sync-delay",  # replicas in sync at once, not after 5 s
+                "0",
                 "--loglevel",
-                "warning",
+                "notice",
+                "--logfile",
+                f"redis-{port}.log",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -125,9 +130,22 @@ class RedisCluster:
                 info = self.info(port)
                 if info.get("cluster_state") != "ok" or info.get("cluster_slots_ok") != "16384":
                     return False
-            return len(self.master_ports()) == self.masters
+            if len(self.master_ports()) != self.masters:
+                return False
+            return all(
+                "master_link_status:up" in command(p, "INFO", "replication")
+                for p in self.replica_ports()
+            )
 
         self._wait(ok, timeout)
+
+    def replica_ports(self) -> list[int]:
+        """Live replicas: a failover promotes one of them."""
+        return [
+            int(n[1].split("@")[0].rsplit(":", 1)[1])
+            for n in self.nodes()
+            if "slave" in n[2] and "fail" not in n[2]
+        ]
 
     def nodes(self) -> list[list[str]]:
         """CLUSTER NODES as seen by a live node: id, address, flags, master, ..., slots."""
@@ -168,4 +186,5 @@ class RedisCluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if not os.environ.get("WSHUB_KEEP_CLUSTER"):
+            shutil.rmtree(self.dir, ignore_errors=True)

@@ -18,6 +18,7 @@ from tests.proxy import TcpProxy
 from tests.support import RedisProcess
 from wshub.brokers import BrokerTimeout, BrokerUnavailable
 from wshub.brokers.redis import RedisBroker
+from wshub.brokers.redis.listener import Listener
 from wshub.model.config import Settings
 from wshub.model.publication import Publication
 
@@ -160,9 +161,11 @@ async def test_a_join_during_a_lost_link_fails_as_unavailable_not_cancelled(
             assert time.monotonic() - started <= 2 * TIMEOUT + 1.5
             await until(lambda: not b.ready, 3 * TIMEOUT + 1)
             await until(lambda: b.ready and sink.resyncs == 1)  # new links work
-            assert b._listening()._confirmed.keys() <= {b._node_channel, b"wshub:{c}:pub"}
+            listener = b._listening()
+            assert isinstance(listener, Listener)
+            assert listener._confirmed.keys() <= {b.keys.node(b.node), b"wshub:{c}:pub"}
             await b.unsubscribe("c")
-            assert b"wshub:{c}:pub" not in b._listening()._confirmed
+            assert b"wshub:{c}:pub" not in listener._confirmed
     finally:
         await proxy.close()
 

@@ -237,6 +237,8 @@ class Listener:
 
     async def _subscribe(self, pubsub: PubSub, names: list[bytes]) -> None:
         if self.sharded:
-            await pubsub.ssubscribe(*names)
+            # One SSUBSCRIBE per name: one command's names must share a slot.
+            for name in names:
+                await pubsub.ssubscribe(name)
         else:
             await pubsub.subscribe(*names)

@@ -11,6 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import redis as sync_redis
+
 from tests.support import free_port
 
 NODE_TIMEOUT_MS = 1000
@@ -71,6 +73,10 @@ class RedisCluster:
                 "no",
                 "--repl-diskless-sync-delay",  # replicas in sync at once, not after 5 s
                 "0",
+                # Redis lists a replica in CLUSTER SLOTS (where clients learn of it) once its
+                # replication offset moved: the master's pings move it, every second here.
+                "--repl-ping-replica-period",
+                "1",
                 "--loglevel",
                 "notice",
                 "--logfile",
@@ -122,8 +128,9 @@ class RedisCluster:
         return [p for p, proc in self.procs.items() if proc.poll() is None]
 
     def wait_ok(self, timeout: float = 30.0) -> None:
-        """Every live node says cluster_state:ok and knows every slot, every master is known to
-        have the replicas asked for (so that a failover has someone to promote)."""
+        """Every live node says cluster_state:ok and knows every slot, there are as many masters
+        as asked for, and every live replica is in sync and listed in CLUSTER SLOTS (so that
+        clients know it, and a failover has someone to promote)."""
 
         def ok() -> bool:
             for port in self.live_ports():
@@ -132,12 +139,26 @@ class RedisCluster:
                     return False
             if len(self.master_ports()) != self.masters:
                 return False
-            return all(
+            if not all(
                 "master_link_status:up" in command(p, "INFO", "replication")
                 for p in self.replica_ports()
-            )
+            ):
+                return False
+            # ... and every node's CLUSTER SLOTS names them (clients learn replicas there).
+            return all(self._slots_have_replicas(p) for p in self.live_ports())
 
         self._wait(ok, timeout)
+
+    def _slots_have_replicas(self, port: int) -> bool:
+        replicas_of: dict[str, int] = {}  # master id -> its live replicas
+        for n in self.nodes():
+            if "slave" in n[2] and "fail" not in n[2]:
+                replicas_of[n[3]] = replicas_of.get(n[3], 0) + 1
+        with sync_redis.Redis(port=port, socket_timeout=5) as client:
+            ranges = client.execute_command("CLUSTER SLOTS")
+        return bool(ranges) and all(
+            len(r) - 3 == replicas_of.get(r[2][2].decode(), 0) for r in ranges
+        )
 
     def replica_ports(self) -> list[int]:
         """Live replicas: a failover promotes one of them."""
@@ -169,6 +190,18 @@ class RedisCluster:
                 if part[0] != "[" and int(low) <= slot <= int(high or low):
                     return int(n[1].split("@")[0].rsplit(":", 1)[1])
         raise LookupError(f"no master serves {key!r}")
+
+    def replicas_of(self, master: int) -> list[int]:
+        nodes = self.nodes()
+        (master_id,) = [n[0] for n in nodes if n[1].split("@")[0].endswith(f":{master}")]
+        return [
+            int(n[1].split("@")[0].rsplit(":", 1)[1])
+            for n in nodes
+            if "slave" in n[2] and n[3] == master_id and "fail" not in n[2]
+        ]
+
+    def signal(self, port: int, sig: signal.Signals) -> None:
+        self.procs[port].send_signal(sig)
 
     def kill(self, port: int) -> None:
         """SIGKILL one node: no goodbye, as a crashed machine."""

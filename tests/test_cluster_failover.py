@@ -7,16 +7,19 @@ or the subscriber is told (its resume answers ``recovered: false``); every frame
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
 
 import pytest
+import redis as sync_redis
 
 from tests.cluster import RedisCluster, command
 from tests.conftest import ServerFactory
 from tests.faults.cluster import BROKER_TIMEOUT, Cluster, ask, outcome, record, wait_for
 from tests.proxy import TcpProxy
+from tests.test_redis_broker import Sink
 
 pytestmark = pytest.mark.slow
 
@@ -153,3 +156,39 @@ def _move_slot(source: int, target: int, slot: int) -> None:
         )
     for port in (target, source):
         command(port, "CLUSTER", "SETSLOT", str(slot), "NODE", ids[target])
+
+
+async def test_a_publication_is_acknowledged_once_the_replica_has_it(
+    redis_cluster: RedisCluster,
+) -> None:
+    from wshub.brokers.redis import RedisBroker
+    from wshub.model.config import Settings
+
+    for n in range(100):  # on a shard that has a replica (a failover may have used one up)
+        channel = f"replicated:{n}"
+        master = redis_cluster.master_of(f"wshub:{{{channel}}}:meta")
+        if redis_cluster.replicas_of(master):
+            break
+    (replica,) = redis_cluster.replicas_of(master)
+    broker = RedisBroker(redis_cluster.url, Settings(broker_timeout=2))
+    await broker.start(Sink())
+    try:
+        with sync_redis.Redis(port=replica) as on_replica:
+            on_replica.execute_command("READONLY")
+            for i in range(30):
+                pub = await broker.publish(channel, str(i).encode(), None)
+                # Read from the replica right after the ack: the publication is there.
+                last = on_replica.lrange(f"wshub:{{{channel}}}:hist", -1, -1)
+                assert last and last[0].startswith(f"{pub.offset} ".encode()), (i, last)
+        # A replica that does not answer holds an acknowledgement back for a quarter of the
+        # broker timeout, no longer: the publication is made, on the master.
+        redis_cluster.signal(replica, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            pub = await broker.publish(channel, b"late", None)
+            assert 0.45 <= time.monotonic() - started < 1.5
+            assert pub.offset == 31
+        finally:
+            redis_cluster.signal(replica, signal.SIGCONT)
+    finally:
+        await broker.close()

@@ -46,6 +46,7 @@ from wshub.brokers.redis.link import (
 )
 from wshub.brokers.redis.listener import Listener
 from wshub.brokers.redis.presence import RedisPresence
+from wshub.brokers.redis.replication import run_replicated
 from wshub.brokers.redis.scripts import PUBLISH, READ
 from wshub.brokers.redis.shards import Shards
 from wshub.model.config import Settings
@@ -246,22 +247,23 @@ class RedisBroker:
         key_ms = int(s.idempotency_ttl * 1000)
         if idempotency_key is not None and key_ms > 0:  # in the channel's hash slot too
             keys.append(self._key(channel, "idem:") + idempotency_key)
-        offset, epoch, ts = await self._call(
-            self._publish(
-                keys=keys,
-                args=[
-                    data,
-                    NO_SENDER if sender is None else sender,
-                    new_epoch(),
-                    s.history_size,
-                    self.history_ms,
-                    self.keep_ms,
-                    self.keys.pub(channel),
-                    key_ms,
-                    self.keys.publish_command,
-                ],
-            )
-        )
+        args: list[Any] = [
+            data,
+            NO_SENDER if sender is None else sender,
+            new_epoch(),
+            s.history_size,
+            self.history_ms,
+            self.keep_ms,
+            self.keys.pub(channel),
+            key_ms,
+            self.keys.publish_command,
+        ]
+        if isinstance(self._redis, RedisCluster):
+            wait_ms = int(s.broker_timeout * 250)  # a quarter of the timeout, at most
+            run = run_replicated(self._redis, self._publish, keys, args, wait_ms)
+        else:
+            run = self._publish(keys=keys, args=args)
+        offset, epoch, ts = await self._call(run)
         self._came_back()
         return Publication(channel, int(offset), epoch.decode(), sender, data, int(ts))
 

@@ -124,9 +124,11 @@ class Shards:
                     await asyncio.wait(waits, timeout=self.timeout)
                     self._settle_started()
                 with contextlib.suppress(TimeoutError):
-                    # Also every timeout: a slot map that the command client refreshed (it met
-                    # a MOVED) may move names before any listener noticed.
                     await asyncio.wait_for(self._changed.wait(), self.timeout)
+                # Read the map again at least every timeout: a slot that moved before any
+                # listener noticed, and replicas that joined (publish waits for one, see
+                # replication.py), are learnt so.
+                self._changed.set()
         finally:
             for shard in list(self.shards.values()):
                 await shard.stop()

@@ -19,11 +19,12 @@ NODE_TIMEOUT_MS = 1000
 """cluster-node-timeout: how long a master may be silent before its replica takes over."""
 
 
-def command(port: int, *args: str, timeout: float = 5.0) -> str:
+def command(port: int, *args: str, timeout: float = 5.0, password: str | None = None) -> str:
     """One command through redis-cli: its output, or "" if the node does not answer."""
+    auth = ["-a", password, "--no-auth-warning"] if password else []
     try:
         done = subprocess.run(
-            ["redis-cli", "-p", str(port), *args],
+            ["redis-cli", "-p", str(port), *auth, *args],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -36,7 +37,8 @@ def command(port: int, *args: str, timeout: float = 5.0) -> str:
 class RedisCluster:
     """``masters`` masters, each with ``replicas`` replicas, in one temporary folder."""
 
-    def __init__(self, masters: int = 3, replicas: int = 1) -> None:
+    def __init__(self, masters: int = 3, replicas: int = 1, password: str | None = None) -> None:
+        self.password = password
         self.masters = masters
         self.replicas = replicas
         self.ports: list[int] = []
@@ -49,7 +51,11 @@ class RedisCluster:
 
     @property
     def url(self) -> str:
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports[:2])
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis+cluster://{auth}" + ",".join(f"127.0.0.1:{p}" for p in self.ports[:2])
+
+    def cmd(self, port: int, *args: str) -> str:
+        return command(port, *args, password=self.password)
 
     def _spawn(self, port: int) -> None:
         self.procs[port] = subprocess.Popen(
@@ -77,6 +83,11 @@ class RedisCluster:
                 # replication offset moved: the master's pings move it, every second here.
                 "--repl-ping-replica-period",
                 "1",
+                *(
+                    ["--requirepass", self.password, "--masterauth", self.password]
+                    if self.password
+                    else []
+                ),
                 "--loglevel",
                 "notice",
                 "--logfile",
@@ -90,9 +101,9 @@ class RedisCluster:
         for port in self.ports:
             self._spawn(port)
         for port in self.ports:
-            self._wait(lambda port=port: command(port, "PING").strip() == "PONG", timeout)
+            self._wait(lambda port=port: self.cmd(port, "PING").strip() == "PONG", timeout)
         if len(self.ports) == 1:  # redis-cli creates clusters of 3 masters or more
-            command(self.ports[0], "CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+            self.cmd(self.ports[0], "CLUSTER", "ADDSLOTSRANGE", "0", "16383")
             self.wait_ok(timeout)
             return self
         subprocess.run(
@@ -104,6 +115,7 @@ class RedisCluster:
                 "--cluster-replicas",
                 str(self.replicas),
                 "--cluster-yes",
+                *(["-a", self.password, "--no-auth-warning"] if self.password else []),
             ],
             check=True,
             capture_output=True,
@@ -121,7 +133,7 @@ class RedisCluster:
             time.sleep(0.05)
 
     def info(self, port: int) -> dict[str, str]:
-        lines = command(port, "CLUSTER", "INFO").splitlines()
+        lines = self.cmd(port, "CLUSTER", "INFO").splitlines()
         return dict(line.strip().split(":", 1) for line in lines if ":" in line)
 
     def live_ports(self) -> list[int]:
@@ -140,7 +152,7 @@ class RedisCluster:
             if len(self.master_ports()) != self.masters:
                 return False
             if not all(
-                "master_link_status:up" in command(p, "INFO", "replication")
+                "master_link_status:up" in self.cmd(p, "INFO", "replication")
                 for p in self.replica_ports()
             ):
                 return False
@@ -154,7 +166,7 @@ class RedisCluster:
         for n in self.nodes():
             if "slave" in n[2] and "fail" not in n[2]:
                 replicas_of[n[3]] = replicas_of.get(n[3], 0) + 1
-        with sync_redis.Redis(port=port, socket_timeout=5) as client:
+        with sync_redis.Redis(port=port, socket_timeout=5, password=self.password) as client:
             ranges = client.execute_command("CLUSTER SLOTS")
         return bool(ranges) and all(
             len(r) - 3 == replicas_of.get(r[2][2].decode(), 0) for r in ranges
@@ -171,7 +183,7 @@ class RedisCluster:
     def nodes(self) -> list[list[str]]:
         """CLUSTER NODES as seen by a live node: id, address, flags, master, ..., slots."""
         port = self.live_ports()[0]
-        return [line.split() for line in command(port, "CLUSTER", "NODES").splitlines() if line]
+        return [line.split() for line in self.cmd(port, "CLUSTER", "NODES").splitlines() if line]
 
     def master_ports(self) -> list[int]:
         return sorted(
@@ -181,7 +193,7 @@ class RedisCluster:
         )
 
     def master_of(self, key: str) -> int:
-        slot = int(command(self.live_ports()[0], "CLUSTER", "KEYSLOT", key))
+        slot = int(self.cmd(self.live_ports()[0], "CLUSTER", "KEYSLOT", key))
         for n in self.nodes():
             if "master" not in n[2] or "fail" in n[2]:
                 continue

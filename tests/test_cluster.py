@@ -12,6 +12,13 @@ import pytest
 
 from tests.cluster import RedisCluster, command
 from tests.support import ServerProcess, connect
+
+# The multi-node tests of one Redis, collected again here: their `redis` fixture is this
+# module's cluster (only `.url` is used), their `api_server` a node on it. Collected first
+# (pytest keeps the module's order), the dashboard test runs before the API tests start their
+# node, which stays for the module and would be a third one on the dashboard.
+# isort: off
+from tests.test_redis import test_the_dashboard_shows_every_node  # noqa: F401
 from tests.test_api import (  # noqa: F401
     KEY,
     api,
@@ -21,20 +28,16 @@ from tests.test_api import (  # noqa: F401
     test_publish_with_an_idempotency_key_is_made_once,
     test_send_reaches_every_connection_of_the_user,
 )
-
-# The multi-node tests of one Redis, collected again here: their `redis` fixture is this
-# module's cluster (only `.url` is used), their `api_server` a node on it. Imported first, the
-# dashboard test sees no figures left by nodes that earlier tests stopped.
 from tests.test_redis import (  # noqa: F401
     test_a_killed_node_leaves_presence_within_its_ttl,
     test_direct_presence_events_and_history_across_nodes,
     test_recovery_on_another_node,
-    test_the_dashboard_shows_every_node,
     test_three_nodes_200_messages_one_offset_sequence,
 )
 from tests.test_subscriptions import (  # noqa: F401
     test_api_subscribe_reaches_the_users_connections_on_every_node,
 )
+# isort: on
 
 pytestmark = pytest.mark.slow  # a real cluster and several nodes
 
@@ -45,6 +48,14 @@ def redis() -> Iterator[RedisCluster]:
     cluster = RedisCluster(masters=3, replicas=1).start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(autouse=True)
+def empty(redis: RedisCluster) -> None:
+    """Each test starts on an empty cluster, as the tests written for one Redis each start on
+    a Redis of their own: no figures of nodes that earlier tests stopped, for one."""
+    for port in redis.master_ports():
+        redis.cmd(port, "FLUSHALL")
 
 
 @pytest.fixture(scope="module")

@@ -175,8 +175,8 @@ def _cluster_parts(url: str) -> tuple[str, str, list[tuple[str, int]]]:
     userinfo, _, hosts = parts.netloc.rpartition("@")
     nodes = []
     for item in hosts.split(","):
-        host, _, port = item.rpartition(":")
-        nodes.append((host, int(port or 6379)))
+        host, colon, port = item.rpartition(":")
+        nodes.append((host, int(port)) if colon else (item, 6379))
     return scheme, userinfo + "@" if userinfo else "", nodes
 
 

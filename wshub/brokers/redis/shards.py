@@ -31,7 +31,7 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from wshub.brokers.base import BrokerUnavailable
 from wshub.brokers.redis.link import pubsub_client, shard_url
-from wshub.brokers.redis.listener import MAX_BACKOFF, Listener
+from wshub.brokers.redis.listener import MAX_BACKOFF, Listener, ListenerLost
 
 __all__ = ["Shards"]
 
@@ -150,7 +150,8 @@ class Shards:
                 await self.cluster.nodes_manager.initialize()
             except (RedisError, RedisClusterException, OSError) as exc:
                 self._changed.set()
-                raise BrokerUnavailable(f"no Redis Cluster slot map: {exc}") from exc
+                # A ConnectionError, so that the Retry above backs off and tries again.
+                raise ListenerLost(f"no Redis Cluster slot map: {exc}") from exc
         masters = self._masters()
         moved = False
         for address, shard in list(self.shards.items()):

@@ -35,40 +35,12 @@ import redis
 
 from tests.cluster import RedisCluster
 from tests.support import RedisProcess
+from tests.test_redis_broker import Sink
 from wshub.brokers.redis import RedisBroker
 from wshub.model.config import Settings
-from wshub.model.publication import Publication
 
 CONTENDERS = ("redis", "cluster1", "cluster3")
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-class Counting:
-    """A broker sink that counts deliveries (the hub's fan-out starts there)."""
-
-    def __init__(self) -> None:
-        self.delivered = 0
-
-    def deliver(self, pub: Publication) -> None:
-        self.delivered += 1
-
-    def deliver_event(self, channel: str, frame: str, exclude_user: str | None) -> None:
-        pass
-
-    def deliver_direct(self, user: str, frame: str) -> None:
-        pass
-
-    def deliver_kick(self, user: str) -> None:
-        pass
-
-    def deliver_subscribe(self, user: str, channel: str) -> None:
-        pass
-
-    def deliver_unsubscribe(self, user: str, channel: str) -> None:
-        pass
-
-    def resync(self) -> None:
-        pass
 
 
 def _channels(count: int) -> list[str]:
@@ -76,7 +48,7 @@ def _channels(count: int) -> list[str]:
 
 
 async def _subscribe(url: str, nodes: int, channels: int, pipe: Pipe) -> None:
-    sinks = [Counting() for _ in range(nodes)]
+    sinks = [Sink() for _ in range(nodes)]
     brokers = [RedisBroker(url, Settings()) for _ in range(nodes)]
     for broker, sink in zip(brokers, sinks, strict=True):
         await broker.start(sink)
@@ -84,17 +56,17 @@ async def _subscribe(url: str, nodes: int, channels: int, pipe: Pipe) -> None:
             await broker.subscribe(channel)
     pipe.send("ready")
     await asyncio.to_thread(pipe.recv)  # the publisher started
-    start = sum(s.delivered for s in sinks)
+    start = sum(len(s.delivered) for s in sinks)
     await asyncio.to_thread(pipe.recv)  # the publisher ended
     await asyncio.sleep(0.5)  # what is still in flight
-    pipe.send(sum(s.delivered for s in sinks) - start)
+    pipe.send(sum(len(s.delivered) for s in sinks) - start)
     for broker in brokers:
         await broker.close()
 
 
 async def _publish(url: str, channels: int, concurrency: int, duration: float) -> int:
     broker = RedisBroker(url, Settings())
-    await broker.start(Counting())
+    await broker.start(Sink())
     names = _channels(channels)
     data = b'{"bench":"' + b"x" * 80 + b'"}'
     deadline = time.monotonic() + duration

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -31,7 +31,7 @@ from redis.exceptions import TimeoutError as RedisTimeout
 
 from wshub.brokers.base import BrokerTimeout, BrokerUnavailable
 
-__all__ = ["Listener", "ListenerLost"]
+__all__ = ["Listener", "ListenerLost", "Retrying"]
 
 log = logging.getLogger("wshub.redis")
 
@@ -43,7 +43,29 @@ class ListenerLost(ConnectionError):
     """A pub/sub session ended: Redis failed, fell silent, or handling a message failed."""
 
 
-class Listener:
+class Retrying:
+    """What a listener and the shards' router share: a step retried for ever, with redis-py's
+    jittered backoff between failures (each reported to ``on_lost``), and ``started``, done
+    at the first step's end, good or failed."""
+
+    started: asyncio.Future[None]
+    on_lost: Callable[[BaseException], None]
+
+    async def _retrying(self, step: Callable[[], Awaitable[None]]) -> None:
+        # A fresh Retry per outage: its backoff starts small again after a good step.
+        retry = Retry(EqualJitterBackoff(cap=MAX_BACKOFF, base=0.1), -1)
+        await retry.call_with_retry(step, self._failed)
+
+    async def _failed(self, exc: Exception) -> None:
+        self._settle_started()
+        self.on_lost(exc)
+
+    def _settle_started(self) -> None:
+        if not self.started.done():
+            self.started.set_result(None)
+
+
+class Listener(Retrying):
     def __init__(
         self,
         client: aioredis.Redis,
@@ -83,17 +105,7 @@ class Listener:
     async def run(self) -> None:
         """Sessions, one after another, for ever (until cancelled)."""
         while not self.closing:
-            # A fresh Retry per outage: its backoff starts small again after a good session.
-            retry = Retry(EqualJitterBackoff(cap=MAX_BACKOFF, base=0.1), -1)
-            await retry.call_with_retry(self._session, self._failed)
-
-    async def _failed(self, exc: Exception) -> None:
-        self._settle_started()
-        self.on_lost(exc)
-
-    def _settle_started(self) -> None:
-        if not self.started.done():
-            self.started.set_result(None)
+            await self._retrying(self._session)
 
     async def _session(self) -> None:
         """One connection's life. Raises while it cannot get going (backoff, retry); returns

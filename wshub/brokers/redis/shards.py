@@ -25,13 +25,11 @@ from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import EqualJitterBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
 from wshub.brokers.base import BrokerUnavailable
 from wshub.brokers.redis.link import pubsub_client, shard_url
-from wshub.brokers.redis.listener import MAX_BACKOFF, Listener, ListenerLost
+from wshub.brokers.redis.listener import Listener, ListenerLost, Retrying
 
 __all__ = ["Shards"]
 
@@ -55,7 +53,7 @@ class _Shard:
         await self.listener.client.aclose()
 
 
-class Shards:
+class Shards(Retrying):
     """The same face as :class:`Listener` (``run``, ``started``, ``live``, ``subscribe``,
     ``unsubscribe``, ``closing``), over every master of a cluster."""
 
@@ -117,8 +115,7 @@ class Shards:
     async def run(self) -> None:
         try:
             while not self.closing:
-                retry = Retry(EqualJitterBackoff(cap=MAX_BACKOFF, base=0.1), -1)
-                await retry.call_with_retry(self._place, self._failed)
+                await self._retrying(self._place)
                 if not self.started.done():
                     waits = [shard.listener.started for shard in self.shards.values()]
                     await asyncio.wait(waits, timeout=self.timeout)
@@ -133,14 +130,6 @@ class Shards:
             for shard in list(self.shards.values()):
                 await shard.stop()
             self.shards.clear()
-
-    async def _failed(self, exc: Exception) -> None:
-        self._settle_started()
-        self.on_lost(exc)
-
-    def _settle_started(self) -> None:
-        if not self.started.done():
-            self.started.set_result(None)
 
     async def _place(self) -> None:
         """Read the slot map again if it changed, and make the listeners match it."""

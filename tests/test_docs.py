@@ -269,6 +269,21 @@ def scaling_lines(s: Snippet, run: Run) -> None:
         redis.stop()
 
 
+def scaling_cluster_lines(s: Snippet, run: Run) -> None:
+    # Line 2 runs against a local 1-master Redis Cluster with a password; lines 1 and 3 name
+    # the hosts of a real deployment (and a TLS cluster): the same flags with other addresses.
+    from tests.cluster import RedisCluster
+
+    line = shell_lines(s.text)[1].split("#")[0]
+    cluster = RedisCluster(masters=1, replicas=0, password="docs-pw").start()
+    try:
+        port = cluster.ports[0]
+        command = line.replace(":PASSWORD@127.0.0.1:7000", f":docs-pw@127.0.0.1:{port}")
+        serves_until_stopped(run, command)
+    finally:
+        cluster.stop()
+
+
 def api_publish(s: Snippet, run: Run) -> None:
     node = run.server("--api-key", API_KEY)
     try:
@@ -564,7 +579,8 @@ HOW: dict[tuple[str, str], How] = {
     ("docs/library.md", "async def authorize("): library_app,
     ("docs/library.md", "SECRET = os.environ"): library_auth,
     ("docs/library.md", 'hub = Hub("memory://")'): library_page,
-    ("docs/scaling.md", "wshub serve --broker"): scaling_lines,
+    ("docs/scaling.md", "wshub serve --broker redis://redis.internal"): scaling_lines,
+    ("docs/scaling.md", "wshub serve --broker redis+cluster://"): scaling_cluster_lines,
     ("docs/security.md", "export WSHUB_JWT_SECRET="): security_token,
     ("docs/security.md", "SECRET = os.environ"): security_backend,
     ("docs/security.md", "# views.py"): (

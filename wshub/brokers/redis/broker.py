@@ -16,6 +16,11 @@
   answered raises BrokerTimeout (``timeout``: it may have run) (``wshub.brokers.redis.link``).
   The outage is logged once.
 
+- On a Redis Cluster (``redis+cluster://``) the same scripts run, each on its channel's hash
+  slot (``wshub.brokers.redis.keys``), pub/sub is sharded with one listener per master
+  (``wshub.brokers.redis.shards``), and a publication waits for the shard's replica
+  (``wshub.brokers.redis.replication``).
+
 See docs/scaling.md for what this guarantees and what a failure loses.
 """
 
@@ -97,31 +102,17 @@ class RedisBroker:
         self._down = False
         self._closing = False
 
-    def _key(self, channel: str, part: str) -> str:
-        return self.keys.channel(channel, part)
-
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self, sink: BrokerSink) -> None:
-        timeout = self.settings.broker_timeout
-        on_message = functools.partial(self._dispatch, sink)
-        on_back = functools.partial(self._resync, sink)
+        hooks = (functools.partial(self._dispatch, sink), functools.partial(self._resync, sink))
+        timeout, own = self.settings.broker_timeout, self.keys.node(self.node)
         listener: Listener | Shards
-        if isinstance(self._redis, RedisCluster):
-            node = self.keys.node(self.node)
-            listener = Shards(
-                self._redis, self.url, timeout, node, on_message, on_back, self._went_down
-            )
+        if isinstance(self._redis, RedisCluster):  # one listener per master, by slot
+            listener = Shards(self._redis, self.url, timeout, own, *hooks, self._went_down)
         else:
             assert self._sub_client is not None
-            listener = Listener(
-                self._sub_client,
-                timeout,
-                self.keys.node(self.node),
-                on_message,
-                on_back,
-                self._went_down,
-            )
+            listener = Listener(self._sub_client, timeout, own, *hooks, self._went_down)
         self._listener = listener
         self._keep("listener", listener.run)
         self._keep("heartbeat", self._heartbeat_forever)
@@ -243,10 +234,10 @@ class RedisBroker:
         self, channel: str, data: bytes, sender: str | None, idempotency_key: str | None = None
     ) -> Publication:
         s = self.settings
-        keys = [self._key(channel, "meta"), self._key(channel, "hist")]
+        keys = [self.keys.channel(channel, "meta"), self.keys.channel(channel, "hist")]
         key_ms = int(s.idempotency_ttl * 1000)
         if idempotency_key is not None and key_ms > 0:  # in the channel's hash slot too
-            keys.append(self._key(channel, "idem:") + idempotency_key)
+            keys.append(self.keys.channel(channel, "idem:") + idempotency_key)
         args: list[Any] = [
             data,
             NO_SENDER if sender is None else sender,
@@ -270,7 +261,7 @@ class RedisBroker:
     async def _kept(self, channel: str, with_entries: bool) -> tuple[str, int, list[Publication]]:
         reply = await self._call(
             self._read(
-                keys=[self._key(channel, "meta"), self._key(channel, "hist")],
+                keys=[self.keys.channel(channel, "meta"), self.keys.channel(channel, "hist")],
                 args=[new_epoch(), self.keep_ms, "1" if with_entries else "0"],
             )
         )

@@ -37,8 +37,15 @@ def command(port: int, *args: str, timeout: float = 5.0, password: str | None = 
 class RedisCluster:
     """``masters`` masters, each with ``replicas`` replicas, in one temporary folder."""
 
-    def __init__(self, masters: int = 3, replicas: int = 1, password: str | None = None) -> None:
+    def __init__(
+        self,
+        masters: int = 3,
+        replicas: int = 1,
+        password: str | None = None,
+        node_timeout_ms: int = NODE_TIMEOUT_MS,
+    ) -> None:
         self.password = password
+        self.node_timeout_ms = node_timeout_ms
         self.masters = masters
         self.replicas = replicas
         self.ports: list[int] = []
@@ -70,7 +77,7 @@ class RedisCluster:
                 "--cluster-config-file",
                 f"nodes-{port}.conf",
                 "--cluster-node-timeout",
-                str(NODE_TIMEOUT_MS),
+                str(self.node_timeout_ms),
                 "--dir",
                 str(self.dir),
                 "--save",

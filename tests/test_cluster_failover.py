@@ -26,7 +26,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def redis_cluster() -> Iterator[RedisCluster]:
-    cluster = RedisCluster(masters=3, replicas=1).start()
+    # A failover takes longer than a publish retries a refused connection (about the broker
+    # timeout), so that some publications surely meet the gap and answer `unavailable`.
+    cluster = RedisCluster(masters=3, replicas=1, node_timeout_ms=3000).start()
     yield cluster
     cluster.stop()
 

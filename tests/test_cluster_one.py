@@ -12,7 +12,6 @@ from tests.conftest import ServerFactory
 from tests.support import connect
 from tests.test_redis import (  # noqa: F401
     test_direct_presence_events_and_history_across_nodes,
-    test_three_nodes_200_messages_one_offset_sequence,
 )
 
 pytestmark = pytest.mark.slow

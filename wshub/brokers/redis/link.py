@@ -18,6 +18,7 @@ import socket
 from typing import Any
 from urllib.parse import urlsplit
 
+import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection, parse_url
@@ -186,10 +187,20 @@ def shard_url(url: str, host: str, port: int) -> str:
     return f"{scheme}://{userinfo}{host}:{port}/0"
 
 
+CLUSTER_REDIS_PY = (8, 1)
+"""The oldest redis-py that ``redis+cluster://`` is tested with (5.0's cluster client fails)."""
+
+
 def cluster_client(url: str, timeout: float) -> RedisCluster:
     """The client for commands on a Redis Cluster: redis-py follows ``MOVED`` and ``ASK`` and
     refreshes its slot map, and retries (with backoff, within about ``timeout``) only what
     surely was not sent; each shard's connections track their replies as above."""
+    found = tuple(int(part) for part in redis.__version__.split(".")[:2])
+    if found < CLUSTER_REDIS_PY:
+        raise ValueError(
+            f"redis+cluster:// needs redis-py {'.'.join(map(str, CLUSTER_REDIS_PY))} or later "
+            f"(installed: {redis.__version__})"
+        )
     scheme, _, nodes = _cluster_parts(url)
     options = _options(shard_url(url, *nodes[0]), timeout)
     tracked = options.pop("connection_class")

@@ -105,6 +105,13 @@ class RedisCluster:
         )
 
     def start(self, timeout: float = 30.0) -> RedisCluster:
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self.stop()  # no servers left behind by a cluster that did not come up
+            raise
+
+    def _start(self, timeout: float) -> RedisCluster:
         for port in self.ports:
             self._spawn(port)
         for port in self.ports:

@@ -55,6 +55,7 @@ def node_stats(hub: Hub, started: float, queues: tuple[int, int]) -> dict[str, A
         "broker": hub.broker_url.partition("://")[0],
         "uptime": round(time.monotonic() - started, 1),
         "connections": hub.connection_count,
+        "sse_streams": m.sse_streams,
         "users": hub.user_count,
         "channels": len(hub.channel_counts()),
         "connections_opened": m.connections_opened,

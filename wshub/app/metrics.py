@@ -39,11 +39,16 @@ _LATENCY_BUCKETS: Final = (
 
 CONNECTIONS: Final = Gauge(
     "wshub_connections",
-    "Open WebSocket connections (protocol and plain-text chat).",
+    "Open connections (WebSocket protocol, plain-text chat and SSE streams).",
     multiprocess_mode="livesum",
 )
 CONNECTIONS_OPENED: Final = Counter(
     "wshub_connections_opened", "WebSocket connections accepted since start."
+)
+SSE_STREAMS: Final = Gauge(
+    "wshub_sse_streams",
+    "Open Server-Sent Events streams (counted in wshub_connections too).",
+    multiprocess_mode="livesum",
 )
 JOINS: Final = Counter("wshub_joins", "Successful channel joins.")
 PUBLISHED: Final = Counter(
@@ -110,10 +115,13 @@ class HubMetrics:
         "published",
         "refused",
         "slow_consumers",
+        "sse_streams",
     )
 
     def __init__(self) -> None:
         self.connections_opened = 0
+        self.sse_streams = 0
+        """Open Server-Sent Events streams, also counted as connections."""
         self.joins = 0
         self.published = 0
         self.fanned_out_total = 0
@@ -131,6 +139,14 @@ class HubMetrics:
 
     def connection_closed(self) -> None:
         CONNECTIONS.dec()
+
+    def sse_opened(self) -> None:
+        self.sse_streams += 1
+        SSE_STREAMS.inc()
+
+    def sse_closed(self) -> None:
+        self.sse_streams -= 1
+        SSE_STREAMS.dec()
 
     def joined(self) -> None:
         self.joins += 1

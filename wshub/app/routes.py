@@ -15,11 +15,12 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from starlette.routing import WebSocketRoute
 
 from wshub.app import browser_routes, chat
 from wshub.app.first_frame import identify_in_band, refuse_after_auth
+from wshub.app.sse import sse_endpoint
 from wshub.brokers.base import BrokerUnavailable
 from wshub.core.admission import UNIDENTIFIED
 from wshub.core.auth import Identity
@@ -310,4 +311,8 @@ def build_router(hub: Hub, handshake: Handshake | None = None) -> APIRouter:
         WebSocketRoute("/ws/{client_id}", ChatEndpoint(hub, handshake), name="wshub_chat")
     )
     browser_routes.add_to(router, hub, handshake)
+    router.add_api_route(
+        "/sse", sse_endpoint(hub, handshake), methods=["GET"], tags=["protocol"],
+        summary="The hub's stream as Server-Sent Events", response_class=Response,
+    )  # fmt: skip
     return router

@@ -39,6 +39,7 @@ function update(stats) {
   }
   previous = { time: stats.time, in: totalIn, out: totalOut };
   $("connections").textContent = sum(nodes, (n) => n.connections).toLocaleString();
+  $("sse").textContent = sum(nodes, (n) => n.sse_streams || 0).toLocaleString();
   $("users").textContent = sum(nodes, (n) => n.users).toLocaleString();
   $("channels").textContent = stats.channels_total.toLocaleString();
   $("slow").textContent = sum(nodes, (n) => n.slow_consumers).toLocaleString();
@@ -52,7 +53,7 @@ function update(stats) {
     ...nodes.map((n) =>
       row([
         n.host ? `${n.node} (${n.host}, pid ${n.pid})` : n.node, n.broker, [`${Math.round(n.uptime)} s`, "num"], [n.connections, "num"],
-        [n.published, "num"], [n.fanned_out, "num"], [n.queued, "num"], [n.slow_consumers, "num"],
+        [n.sse_streams || 0, "num"], [n.published, "num"], [n.fanned_out, "num"], [n.queued, "num"], [n.slow_consumers, "num"],
         pairs(n.errors), pairs(n.refused),
       ]),
     ),

@@ -29,10 +29,12 @@ import asyncio
 import logging
 import resource
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from wshub.transport.sse import ABORT
 
 __all__ = [
     "LINGER_BYTES",
@@ -162,6 +164,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        # For a response that must end now (a Server-Sent Events client that stopped
+        # reading): closing would wait for the unread bytes to flush, which never happens.
+        scope = cast(dict[str, Any], self.scope)
+        scope["extensions"] = {ABORT: self.transport.abort}
         self._in_head = True
         self._headers_seen = 0
         self._wait()

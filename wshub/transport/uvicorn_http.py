@@ -26,8 +26,11 @@ instead of a reset) and closes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import resource
+import socket
+import struct
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
@@ -167,10 +170,19 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         # For a response that must end now (a Server-Sent Events client that stopped
         # reading): closing would wait for the unread bytes to flush, which never happens.
         scope = cast(dict[str, Any], self.scope)
-        scope["extensions"] = {ABORT: self.transport.abort}
+        scope["extensions"] = {ABORT: self._reset}
         self._in_head = True
         self._headers_seen = 0
         self._wait()
+
+    def _reset(self) -> None:
+        """Drop the connection with a reset: a plain close of a socket whose peer does not
+        read keeps the unsent bytes (and the socket) in the kernel until TCP gives up."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)

@@ -21,6 +21,7 @@ from starlette.routing import WebSocketRoute
 from wshub.app import browser_routes, chat
 from wshub.app.first_frame import identify_in_band, refuse_after_auth
 from wshub.app.sse import sse_endpoint
+from wshub.app.sse_frames import frame_endpoint
 from wshub.brokers.base import BrokerUnavailable
 from wshub.core.admission import UNIDENTIFIED
 from wshub.core.auth import Identity
@@ -314,5 +315,10 @@ def build_router(hub: Hub, handshake: Handshake | None = None) -> APIRouter:
     router.add_api_route(
         "/sse", sse_endpoint(hub, handshake), methods=["GET"], tags=["protocol"],
         summary="The hub's stream as Server-Sent Events", response_class=Response,
+    )  # fmt: skip
+    router.add_api_route(
+        "/sse/frame", frame_endpoint(hub, handshake), methods=["POST"], tags=["protocol"],
+        summary="A client frame from an SSE stream's holder, and its reply",
+        response_class=Response,
     )  # fmt: skip
     return router

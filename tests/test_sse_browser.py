@@ -1,0 +1,78 @@
+"""A browser's own ``EventSource`` in real headless Chromium on ``GET /sse``: it keeps
+receiving across a restart of its `wshub serve` node (with Redis), and resumes with the
+``Last-Event-ID`` it sends by itself, without a gap or a repeat."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, Page, async_playwright
+
+from tests.conftest import ServerFactory
+from tests.support import RedisProcess, connect
+from tests.test_browser import ARGS, CHROMIUM
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]  # real Chromium
+
+# window.log: every event the page's EventSource got, with the id it carried.
+OPEN = """(url) => {
+  window.log = [];
+  window.opens = 0;
+  const source = (window.source = new EventSource(url));
+  source.onopen = () => { window.opens += 1; };
+  for (const type of ["welcome", "joined", "message"]) {
+    source.addEventListener(type, (e) => {
+      window.log.push({ type, id: e.lastEventId, frame: JSON.parse(e.data) });
+    });
+  }
+}"""
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        await browser.close()
+
+
+async def _messages(page: Page, count: int) -> list[Any]:
+    await page.wait_for_function(
+        f"window.log.filter((e) => e.type === 'message').length >= {count}", timeout=30_000
+    )
+    log: list[dict[str, Any]] = await page.evaluate("window.log")
+    return [e["frame"]["data"] for e in log if e["type"] == "message"]
+
+
+async def test_event_source_resumes_across_a_node_restart_without_gap_or_repeat(
+    browser: Browser, make_server: ServerFactory, redis: RedisProcess
+) -> None:
+    node = make_server("--broker", redis.url)
+    other = make_server("--broker", redis.url)
+    channel = f"es:{uuid.uuid4().hex[:8]}"
+    page = await browser.new_page()
+    await page.goto(f"{node.http}/healthz")
+    await page.evaluate(OPEN, f"/sse?channel={channel}&user=reader")
+    await page.wait_for_function("window.log.some((e) => e.type === 'joined')")
+    async with connect(other.url, "writer") as writer:
+        for n in range(5):
+            await writer.publish(channel, n)
+        assert await _messages(page, 5) == list(range(5))
+        node.stop()
+        for n in range(5, 10):  # published while the page's node is down
+            await writer.publish(channel, n)
+        node.start()
+        await page.wait_for_function("window.opens >= 2", timeout=30_000)
+        for n in range(10, 15):
+            await writer.publish(channel, n)
+        assert await _messages(page, 15) == list(range(15))
+    log: list[dict[str, Any]] = await page.evaluate("window.log")
+    joined = [e["frame"]["recovered"] for e in log if e["type"] == "joined"]
+    assert joined == [False, True]
+    last = [e for e in log if e["type"] == "message"][-1]
+    assert last["id"] == f"{channel}~15~{last['frame']['epoch']}"
+    await page.close()

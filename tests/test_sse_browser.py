@@ -12,8 +12,9 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Page, async_playwright
 
+from examples import token_stream
 from tests.conftest import ServerFactory
-from tests.support import RedisProcess, connect
+from tests.support import RedisProcess, connect, serve_in_process
 from tests.test_browser import ARGS, CHROMIUM
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]  # real Chromium
@@ -76,3 +77,26 @@ async def test_event_source_resumes_across_a_node_restart_without_gap_or_repeat(
     last = [e for e in log if e["type"] == "message"][-1]
     assert last["id"] == f"{channel}~15~{last['frame']['epoch']}"
     await page.close()
+
+
+async def test_the_token_stream_example_resumes_after_a_reload_without_loss_or_repeat(
+    browser: Browser,
+) -> None:
+    async with serve_in_process(token_stream.app) as address:
+        page = await browser.new_page()
+        await page.goto(f"http://{address}/")
+        # Mid-answer: some tokens shown, more to come.
+        await page.wait_for_function(
+            "document.getElementById('answer').textContent.split(' ').length > 8"
+        )
+        await page.reload(wait_until="commit")
+        before = await page.evaluate("JSON.parse(sessionStorage.getItem('answer'))")
+        assert before["done"] is False  # reloaded mid-answer
+        await page.wait_for_function(
+            "document.getElementById('status').textContent === 'done'", timeout=30_000
+        )
+        shown = await page.text_content("#answer")
+        stored = await page.evaluate("JSON.parse(sessionStorage.getItem('answer'))")
+        await page.close()
+    assert shown == token_stream.ANSWER + " "
+    assert stored["lastId"].startswith(stored["channel"] + "~")

@@ -37,7 +37,7 @@ _SCHEMAS: Final = "#/components/schemas/{name}"
 _CHANNEL: Final = "#/channels/ws"
 
 DESCRIPTION: Final = """\
-wshub's WebSocket protocol, version 2 (the Server-Sent Events transport is not served yet).
+wshub's WebSocket protocol, version 2, and the same stream over Server-Sent Events (`/sse`).
 Every frame, either way, is one JSON object in a text frame, tagged by its `type`. A client
 frame may carry an `id` (integer or string); the reply carries the same `id`. Errors keep the
 connection open.
@@ -53,7 +53,29 @@ Refused handshakes get an HTTP status before the upgrade (401, 403, 503 with
 replays what was missed, or answers `recovered: false` when that is no longer possible.
 Every frame with an `id` is answered within a bound, even when the broker is slow:
 `timeout` means the broker may have done it (retry a `publish` with the same
-`idempotency_key`), `unavailable` that it was not done."""
+`idempotency_key`), `unavailable` that it was not done.
+
+Without a WebSocket, `GET /sse?channel=C` (repeatable) streams the same server frames as
+Server-Sent Events (`event:` the type, `data:` the frame), each position-moving event with an
+`id:` that `Last-Event-ID` resumes from; `POST /sse/frame` takes `publish`, `send`, `presence`
+and `history` and answers with their reply frame (see the OpenAPI document at /docs)."""
+
+SSE_QUERY: Final = {
+    "type": "object",
+    "properties": {
+        "channel": {
+            "type": "array",
+            "items": {"type": "string", "pattern": protocol.CHANNEL_PATTERN},
+            "description": "The channels to join; the parameter repeats, one per channel.",
+        },
+        "token": {"type": "string", "description": "A JWT, when auth is configured."},
+        "user": {"type": "string", "description": "The user id in open mode."},
+        "last_event_id": {
+            "type": "string",
+            "description": "Resume from this event id, as the Last-Event-ID header does.",
+        },
+    },
+}
 
 
 def _tag(struct: type[msgspec.Struct]) -> str:
@@ -132,6 +154,14 @@ def _body() -> dict[str, Any]:
                 "summary": _summary(event),
                 "messages": [_ref(event)],
             }
+    operations["sse_events"] = {
+        "action": "send",
+        "channel": {"$ref": "#/channels/sse"},
+        "summary": "The server frames of an SSE stream, one event each.",
+        "messages": [
+            {"$ref": f"#/channels/sse/messages/{f.__name__}"} for f in protocol.SERVER_FRAMES
+        ],
+    }
     query = {
         "type": "object",
         "properties": {
@@ -164,7 +194,20 @@ def _body() -> dict[str, Any]:
                     f.__name__: {"$ref": f"#/components/messages/{f.__name__}"} for f in frames
                 },
                 "bindings": {"ws": {"method": "GET", "query": query, "bindingVersion": "0.1.0"}},
-            }
+            },
+            "sse": {
+                "address": "/sse",
+                "title": "The same stream over Server-Sent Events",
+                "description": "One text/event-stream response per client; each event is one "
+                "server frame (`event:` its type, `data:` its JSON).",
+                "messages": {
+                    f.__name__: {"$ref": f"#/components/messages/{f.__name__}"}
+                    for f in protocol.SERVER_FRAMES
+                },
+                "bindings": {
+                    "http": {"method": "GET", "query": SSE_QUERY, "bindingVersion": "0.3.0"}
+                },
+            },
         },
         "operations": operations,
         "components": {

@@ -100,7 +100,7 @@ async def test_a_bad_last_event_id_starts_afresh(server: ServerProcess) -> None:
 
 
 async def test_refusals_come_before_the_stream(make_server: ServerFactory) -> None:
-    node = make_server("--max-connections", "1", WSHUB_JWT_SECRET=SECRET)
+    node = make_server("--max-connections", "1", "--max-channels", "3", WSHUB_JWT_SECRET=SECRET)
     assert (await refused(node.http, "a")).status_code == 401
     bad = await refused(node.http, "a", token="forged")
     assert bad.status_code == 401
@@ -108,6 +108,9 @@ async def test_refusals_come_before_the_stream(make_server: ServerFactory) -> No
     forbidden = await refused(node.http, "chat:x", "secret:y", token=ann)
     assert (forbidden.status_code, "secret:y" in forbidden.text) == (403, True)
     assert (await refused(node.http, "bad name", token=ann)).status_code == 400
+    assert (
+        await refused(node.http, *(f"chat:{n}" for n in range(4)), token=ann)
+    ).status_code == 400
     async with sse(node.http, "chat:x", token=ann) as stream:
         await stream.until("joined")
         full = await refused(node.http, "chat:x", token=ann)  # the stream holds the only place
@@ -208,3 +211,18 @@ async def test_streams_end_cleanly_in_a_drain(make_server: ServerFactory) -> Non
         node.proc.send_signal(signal.SIGTERM)
         assert await stream.ended()
     assert await asyncio.to_thread(node.proc.wait, 10) == 0
+
+
+async def test_a_stream_whose_join_fails_on_the_broker_ends_so_that_it_comes_back(
+    make_server: ServerFactory, redis: RedisProcess
+) -> None:
+    node = make_server("--broker", redis.url, "--reply-timeout", "1")
+    redis.stop()
+    async with sse(node.http, "a") as stream:
+        assert (await stream.next(10)).event == "welcome"
+        error = await stream.until("error", timeout=15)
+        assert error.data["code"] in ("unavailable", "timeout")
+        assert await stream.ended(10)
+    redis.start()
+    async with sse(node.http, "a") as stream:  # what EventSource does next, with its id
+        assert (await stream.until("joined", timeout=30)).data["channel"] == "a"

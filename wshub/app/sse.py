@@ -25,8 +25,10 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import Receive, Scope, Send
 
 from wshub import protocol
+from wshub.brokers.base import BrokerUnavailable
 from wshub.core.auth import Identity
 from wshub.core.connection import Connection
+from wshub.protocol import CloseCode
 from wshub.protocol.event_id import Position, parse_event_id
 from wshub.transport.handshake import Handshake, Refusal, refusal_for
 from wshub.transport.sse import ABORT, SseSocket
@@ -70,7 +72,12 @@ class _Stream(EventSourceResponse):
     """The stream of one admitted connection; its end detaches and releases it."""
 
     def __init__(
-        self, hub: Hub, conn: Connection, socket: SseSocket, joins: list[str], user: str
+        self,
+        hub: Hub,
+        conn: Connection,
+        socket: SseSocket,
+        joins: list[tuple[str, str]],
+        user: str,
     ) -> None:
         super().__init__(
             socket.events(),
@@ -87,10 +94,22 @@ class _Stream(EventSourceResponse):
     async def _open(self) -> None:
         """Greet, then join each channel: in a task, while the events already flow out."""
         hub, conn = self._hub, self._conn
-        await hub.watch_direct(conn)
-        await hub.greet(conn)
-        for frame in self._joins:
-            await hub.handle_text(conn, frame)
+        try:
+            await hub.watch_direct(conn)
+            await hub.greet(conn)
+            for channel, frame in self._joins:
+                await hub.handle_text(conn, frame)
+                if channel not in conn.channels and not conn.closing:
+                    # Its error event is out; a stream short of a channel would miss its
+                    # messages without a word, so it ends, and EventSource comes back.
+                    conn.close(CloseCode.INTERNAL_ERROR, f"could not join {channel}")
+                    return
+        except BrokerUnavailable:  # the stream ends; EventSource comes back by itself
+            log.warning("broker unavailable: an SSE stream was ended")
+            conn.close(CloseCode.INTERNAL_ERROR, "broker unavailable: reconnect later")
+        except Exception:
+            log.exception("could not open an SSE stream")
+            conn.close(CloseCode.INTERNAL_ERROR, "internal error")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         hub, conn = self._hub, self._conn
@@ -120,6 +139,9 @@ def sse_endpoint(hub: Hub, handshake: Handshake) -> Any:
         for name in channels:
             if not protocol.is_channel_name(name):
                 return _refused(hub, request, Refusal(400, f"invalid channel name: {name!r}"))
+        if len(channels) > hub.settings.max_channels:
+            too_many = f"more than {hub.settings.max_channels} channels"
+            return _refused(hub, request, Refusal(400, too_many))
         identity = handshake.identify(request.scope)
         if isinstance(identity, Refusal):
             return _refused(hub, request, identity)
@@ -151,7 +173,7 @@ def sse_endpoint(hub: Hub, handshake: Handshake) -> Any:
                 return _refused(hub, request, Refusal(403, f"may not join channel {name}"))
         # The token's own channels resume too, where the id names them.
         claimed = [c for c in identity.channels if c in resume and c not in channels]
-        joins = [_join(name, resume.get(name)) for name in channels + claimed]
+        joins = [(name, _join(name, resume.get(name))) for name in channels + claimed]
         hub.metrics.sse_opened()
         return _Stream(hub, conn, socket, joins, identity.user)
 

@@ -226,3 +226,10 @@ async def test_a_stream_whose_join_fails_on_the_broker_ends_so_that_it_comes_bac
     redis.start()
     async with sse(node.http, "a") as stream:  # what EventSource does next, with its id
         assert (await stream.until("joined", timeout=30)).data["channel"] == "a"
+
+
+async def test_a_stream_ends_when_its_token_expires(make_server: ServerFactory) -> None:
+    node = make_server(WSHUB_JWT_SECRET=SECRET)
+    async with sse(node.http, "chat:a", token=token("ann", ttl=2, join=["chat:*"])) as stream:
+        assert (await stream.until("joined")).data["channel"] == "chat:a"
+        assert await stream.ended(10)

@@ -100,3 +100,48 @@ async def test_the_token_stream_example_resumes_after_a_reload_without_loss_or_r
         await page.close()
     assert shown == token_stream.ANSWER + " "
     assert stored["lastId"].startswith(stored["channel"] + "~")
+
+
+# wshub.js with the SSE link in place of a WebSocket: the application's API is the same.
+CLIENT = """async ({ channels, user }) => {
+  const { WshubClient } = await import("/static/wshub.js");
+  const { SseLink } = await import("/static/sse_link.js");
+  window.got = [];
+  const client = (window.client = new WshubClient(
+    new URL("/ws", location.href.replace("http", "ws")).toString(),
+    { user, WebSocket: SseLink, backoffMin: 100, backoffMax: 500 },
+  ));
+  client.on("message", (m) => window.got.push([m.channel, m.data]));
+  await client.connect();
+  for (const channel of channels) await client.join(channel);
+  const offset = await client.publish(channels[0], "from the page");
+  const members = await client.presence(channels[0]);
+  const history = await client.history(channels[0]);
+  return { offset, members: members.map((m) => m.user), history: history.messages.length };
+}"""
+
+
+async def test_wshub_js_over_the_sse_link_resumes_across_a_restart(
+    browser: Browser, make_server: ServerFactory, redis: RedisProcess
+) -> None:
+    node = make_server("--broker", redis.url)
+    other = make_server("--broker", redis.url)
+    one, two = (f"link:{uuid.uuid4().hex[:8]}" for _ in range(2))
+    page = await browser.new_page()
+    await page.goto(f"{node.http}/healthz")
+    result = await page.evaluate(CLIENT, {"channels": [one, two], "user": "pat"})
+    assert (result["offset"], result["members"], result["history"]) == (1, ["pat"], 1)
+    async with connect(other.url, "writer") as writer:
+        await writer.publish(two, "a")
+        await page.wait_for_function("window.got.length >= 2")
+        node.stop()
+        await writer.publish(one, "b")  # while the page's node is down
+        await writer.publish(two, "c")
+        node.start()
+        await page.wait_for_function("window.got.length >= 4", timeout=30_000)
+        await writer.publish(one, "d")
+        await page.wait_for_function("window.got.length >= 5", timeout=10_000)
+    got = await page.evaluate("window.got")
+    assert got == [[one, "from the page"], [two, "a"], [one, "b"], [two, "c"], [one, "d"]]
+    assert await page.evaluate("window.client.reconnects") == 1
+    await page.close()

@@ -25,8 +25,9 @@ __all__ = ["CLIENT_FILES", "CLIENT_JS", "add_to", "client_file", "refusal_probe"
 
 STATIC: Final = Path(__file__).resolve().parent.parent / "static"
 CLIENT_JS: Final = STATIC / "wshub.js"
-CLIENT_FILES: Final = ("wshub.js", "wshub-tokens.js")
-"""The browser client's modules: ``wshub.js`` imports ``./wshub-tokens.js``."""
+CLIENT_FILES: Final = ("wshub.js", "wshub-tokens.js", "sse_link.js")
+"""The browser client's modules: ``wshub.js`` imports ``./wshub-tokens.js``, and
+``./sse_link.js`` when it goes over Server-Sent Events."""
 
 
 def client_file(name: str) -> Callable[[], Awaitable[FileResponse]]:

@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page, async_playwright, expect
 
 from examples import token_stream
 from tests.conftest import ServerFactory
-from tests.support import RedisProcess, connect, serve_in_process
+from tests.support import RedisProcess, connect, free_port, http_get, serve_in_process
 from tests.test_browser import ARGS, CHROMIUM
+from tests.test_deploy import nginx
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]  # real Chromium
 
@@ -144,4 +146,66 @@ async def test_wshub_js_over_the_sse_link_resumes_across_a_restart(
     got = await page.evaluate("window.got")
     assert got == [[one, "from the page"], [two, "a"], [one, "b"], [two, "c"], [one, "d"]]
     assert await page.evaluate("window.client.reconnects") == 1
+    await page.close()
+
+
+# A proxy that passes plain HTTP but not the WebSocket upgrade (no Upgrade header goes on).
+NO_UPGRADE = """
+upstream wshub { server 127.0.0.1:NODE; }
+server {
+    listen 127.0.0.1:LISTEN;
+    location / {
+        proxy_pass http://wshub;
+        proxy_http_version 1.1;
+        proxy_buffering off;
+    }
+}
+"""
+
+FALLBACK = """async ({ channel }) => {
+  const { WshubClient } = await import("/static/wshub.js");
+  window.got = [];
+  const client = (window.client = new WshubClient(
+    new URL("/ws", location.href.replace("http", "ws")).toString(), { user: "kim" },
+  ));
+  client.on("message", (m) => window.got.push(m.data));
+  await client.connect();
+  await client.join(channel);
+  return { offset: await client.publish(channel, "over sse"), url: client._ws.url };
+}"""
+
+
+async def test_wshub_js_falls_back_to_sse_behind_a_proxy_without_websockets(
+    browser: Browser, make_server: ServerFactory, tmp_path: Path
+) -> None:
+    node = make_server()
+    site = NO_UPGRADE.replace("NODE", str(node.port)).replace("LISTEN", str(free_port()))
+    channel = f"fb:{uuid.uuid4().hex[:8]}"
+    with nginx(site, tmp_path) as port:
+        page = await browser.new_page()
+        await page.goto(f"http://127.0.0.1:{port}/healthz")
+        result = await page.evaluate(FALLBACK, {"channel": channel})
+        assert result["url"].startswith(f"http://127.0.0.1:{port}/sse")
+        async with connect(node.url, "writer") as writer:
+            await writer.publish(channel, "from a websocket")
+        await page.wait_for_function("window.got.length >= 2")
+        assert await page.evaluate("window.got") == ["over sse", "from a websocket"]
+        await page.close()
+
+
+async def test_the_chat_page_runs_over_sse_when_asked(
+    browser: Browser, make_server: ServerFactory
+) -> None:
+    node = make_server()
+    page = await browser.new_page()
+    await page.goto(f"{node.http}/?user=lee&autoconnect=1&transport=sse")
+    await expect(page.locator("#status")).to_have_class("dot open")
+    _, metrics = await http_get(f"{node.http}/metrics")
+    assert b"wshub_sse_streams 1.0" in metrics
+    async with connect(node.url, "ws") as ws:
+        await ws.join("chat:lobby")
+        await page.fill("#text", "hello over sse")
+        await page.press("#text", "Enter")
+        (message,) = await ws.messages(1)
+    assert message["data"]["text"] == "hello over sse"
     await page.close()

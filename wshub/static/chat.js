@@ -274,6 +274,8 @@ async function start(name, token) {
   let options = { user: name || undefined }; // open mode
   if (tokenUrl) options = { token: fetchToken };
   else if (token) options = { token: pastedToken(token) };
+  // ?transport=sse: Server-Sent Events even where a WebSocket would open (to try it out).
+  if (params.get("transport")) options.transport = params.get("transport");
   client = new WshubClient(serverUrl, options);
   client.on("state", setStatus);
   // The client gave up (removed by the server, refused, ...): say why, never with the token.

@@ -186,6 +186,9 @@ export interface ClientOptions {
   heartbeat?: number;
   /** The WebSocket constructor, where there is no global one. */
   WebSocket?: new (url: string) => WebSocketLike;
+  /** "auto" (default): a WebSocket, and Server-Sent Events (`/sse`, `/sse/frame`) while one
+   * cannot be opened; "websocket" only; "sse" only. */
+  transport?: "auto" | "websocket" | "sse";
 }
 
 /** A request answered with an `error` frame; `code` is the protocol's error code. */

@@ -114,7 +114,8 @@ export class WshubClient {
    *   refreshBefore (ms, default 60000: the most a refresh comes before `expires`);
    *   backoffMin/backoffMax (ms); requestTimeout (ms); heartbeat (s, overrides
    *   welcome.heartbeat; 0 turns pings off); WebSocket (a constructor, for Node without a
-   *   global one, such as the `ws` package's)
+   *   global one, such as the `ws` package's); transport ("auto", the default: a WebSocket,
+   *   and Server-Sent Events while one cannot be opened; "websocket"; "sse")
    */
   constructor(url, options = {}) {
     this.options = {
@@ -156,6 +157,7 @@ export class WshubClient {
     this._timer = null;
     this._beat = null;
     this._welcomeTimer = null;
+    this._sseFallback = false; // over SSE because a WebSocket could not be opened
   }
 
   get user() {
@@ -231,6 +233,21 @@ export class WshubClient {
     return u.toString();
   }
 
+  _sseUrl(token) {
+    if (!token) return this.url;
+    const u = new URL(this.url);
+    u.searchParams.set("token", token);
+    return u.toString();
+  }
+
+  /** The transport seam: Server-Sent Events when asked, or while a WebSocket that the server
+   * would accept cannot be opened (a proxy stripping `Upgrade`); each reconnect after a link
+   * that was up tries a WebSocket again. */
+  _overSse() {
+    const transport = this.options.transport || "auto";
+    return transport === "sse" || (transport === "auto" && this._sseFallback);
+  }
+
   async _open() {
     let token;
     try {
@@ -240,17 +257,29 @@ export class WshubClient {
       return;
     }
     if (this._closing) return;
+    const overSse = this._overSse();
+    let Socket = this.options.WebSocket || globalThis.WebSocket;
+    if (overSse) {
+      // Loaded only when needed: a WebSocket client (and Node) never fetches it.
+      try {
+        ({ SseLink: Socket } = await import("./sse_link.js"));
+      } catch (err) {
+        this._stop({ code: 1006, reason: `cannot load sse_link.js: ${err.message}` });
+        return;
+      }
+      if (this._closing) return;
+    }
     let opened = false;
     let welcomed = false;
     let authId = null; // the auth frame's id: its welcome carries it, its error says why
     let authError = null;
     let lastError = null; // an error frame just before a close says why
-    const Socket = this.options.WebSocket || globalThis.WebSocket;
-    const ws = new Socket(this._socketUrl(token));
+    // A stream has no auth frame: over SSE the token goes in the URL.
+    const ws = new Socket(overSse ? this._sseUrl(token) : this._socketUrl(token));
     this._ws = ws;
     ws.onopen = () => {
       opened = true;
-      if (token && !this.options.tokenInUrl) {
+      if (token && !this.options.tokenInUrl && !overSse) {
         authId = this._nextId++;
         ws.send(JSON.stringify({ type: "auth", id: authId, token }));
       }
@@ -320,6 +349,7 @@ export class WshubClient {
 
   /** A close after the upgrade: do what its code says. */
   _closed(code, reason) {
+    this._sseFallback = false; // the next link tries a WebSocket again
     const action = closeAction(code);
     if (action === "stop") this._stop({ code, reason });
     else if (action === "token") this._renewToken(code, reason);
@@ -344,6 +374,11 @@ export class WshubClient {
     else if (status === 503) {
       const minDelay = 1000 * Math.max(1, Number(answer.retry_after) || 1);
       this._scheduleReconnect({ code: 1001, reason, status, minDelay });
+    } else if (status === 200 && (this.options.transport || "auto") === "auto" && !this._overSse()) {
+      // The server would take the upgrade, yet it did not arrive: go on over SSE, at once.
+      this._sseFallback = true;
+      const reason = "no WebSocket: Server-Sent Events";
+      this._scheduleReconnect({ code: 1006, reason, immediate: true });
     } else this._scheduleReconnect({ code: 1006, reason: CLOSE_REASONS[1006] });
   }
 

@@ -4,6 +4,8 @@ receiving across a restart of its `wshub serve` node (with Redis), and resumes w
 
 from __future__ import annotations
 
+import os
+import signal
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -190,6 +192,19 @@ async def test_wshub_js_falls_back_to_sse_behind_a_proxy_without_websockets(
             await writer.publish(channel, "from a websocket")
         await page.wait_for_function("window.got.length >= 2")
         assert await page.evaluate("window.got") == ["over sse", "from a websocket"]
+        # The proxy learns to pass the upgrade; the next link is a WebSocket again.
+        conf = tmp_path / "nginx.conf"
+        upgrade = "proxy_set_header Upgrade $http_upgrade;\nproxy_set_header Connection upgrade;"
+        conf.write_text(conf.read_text().replace("proxy_buffering off;", upgrade))
+        os.kill(int((tmp_path / "nginx.pid").read_text()), signal.SIGHUP)
+        node.restart()  # the stream ends; the client reconnects
+        await page.wait_for_function(
+            "window.client.state === 'open' && window.client._ws.url.startsWith('ws')",
+            timeout=30_000,
+        )
+        async with connect(node.url, "writer") as writer:
+            await writer.publish(channel, "over a websocket")
+        await page.wait_for_function("window.got.length >= 3")
         await page.close()
 
 

@@ -95,7 +95,8 @@ class Hub(HubCore):
 
     @property
     def router(self) -> APIRouter:
-        """A FastAPI router with ``/ws`` and ``/ws/{client_id}``, starting the hub with the app."""
+        """A FastAPI router with ``/ws``, ``/ws/{client_id}``, ``/sse`` and ``/sse/frame``,
+        starting the hub with the app."""
         if self._router is None:
             from wshub.app.routes import build_router
 

@@ -73,8 +73,12 @@ def test_npm_packs_the_client_and_its_types_only() -> None:
         cwd=PACKAGE, capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     [info] = json.loads(packed.stdout)
-    assert sorted(f["path"] for f in info["files"]) == [
+    files = sorted(f["path"] for f in info["files"])
+    # sse_link.js: wshub.js imports it, for its Server-Sent Events transport.
+    assert files == [
         "package.json",
+        "sse_link.d.ts",
+        "sse_link.js",
         "wshub-tokens.js",
         "wshub.d.ts",
         "wshub.js",

@@ -53,8 +53,8 @@ function update(stats) {
     ...nodes.map((n) =>
       row([
         n.host ? `${n.node} (${n.host}, pid ${n.pid})` : n.node, n.broker, [`${Math.round(n.uptime)} s`, "num"], [n.connections, "num"],
-        [n.sse_streams || 0, "num"], [n.published, "num"], [n.fanned_out, "num"], [n.queued, "num"], [n.slow_consumers, "num"],
-        pairs(n.errors), pairs(n.refused),
+        [n.published, "num"], [n.fanned_out, "num"], [n.queued, "num"], [n.slow_consumers, "num"],
+        pairs(n.errors), pairs(n.refused), [n.sse_streams || 0, "num"],
       ]),
     ),
   );

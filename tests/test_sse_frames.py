@@ -3,6 +3,7 @@ holder, with the identity, permissions and rate limit a WebSocket client has."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -80,8 +81,9 @@ async def test_identity_and_permissions_as_for_the_stream(make_server: ServerFac
 async def test_the_rate_limit_is_the_users_across_requests(make_server: ServerFactory) -> None:
     node = make_server("--rate-limit", "3")
     frame = {"type": "history", "id": 1, "channel": "a"}
-    statuses = [(await _post(node.http, frame, user="fast"))[0] for _ in range(8)]
-    assert statuses[:3] == [200, 200, 200]
-    assert 429 in statuses[3:]
+    # At once, so that a loaded machine cannot spread them out below the rate.
+    replies = await asyncio.gather(*(_post(node.http, frame, user="fast") for _ in range(12)))
+    statuses = sorted(status for status, _ in replies)
+    assert statuses.count(200) >= 3 and statuses[-1] == 429
     # Another user has a limit of their own.
     assert (await _post(node.http, frame, user="other"))[0] == 200

@@ -25,7 +25,7 @@ from wshub.app.sse_frames import frame_endpoint
 from wshub.brokers.base import BrokerUnavailable
 from wshub.core.admission import UNIDENTIFIED
 from wshub.core.auth import Identity
-from wshub.core.connection import Connection, FastPath
+from wshub.core.connection import Connection, FastPath, Socket
 from wshub.core.serving import FrameLine
 from wshub.protocol import CloseCode, FrameId
 from wshub.transport.handshake import Handshake, Refusal, refusal_for
@@ -92,12 +92,10 @@ def peer_of(scope: Scope) -> str:
     return f"{client[0]}:{client[1]}" if client else ""
 
 
-async def refuse(scope: Scope, send: Send, refusal: Refusal) -> None:
-    """Refuse a WebSocket handshake with an HTTP status, before any upgrade.
-
-    A refusal is normal operation (a bad token, a full node), so it is one INFO line with the
-    status and the reason, and the path without its query string, where a token may travel.
-    """
+def log_refusal(scope: Scope, refusal: Refusal) -> None:
+    """A refusal is normal operation (a bad token, a full node), so it is one INFO line with
+    the status and the reason, and the path without its query string, where a token may
+    travel."""
     log.info(
         "handshake refused",
         extra={
@@ -108,6 +106,11 @@ async def refuse(scope: Scope, send: Send, refusal: Refusal) -> None:
             "path": scope.get("path", ""),
         },
     )
+
+
+async def refuse(scope: Scope, send: Send, refusal: Refusal) -> None:
+    """Refuse a WebSocket handshake with an HTTP status, before any upgrade (logged by
+    :func:`log_refusal`)."""
     if "websocket.http.response" not in (scope.get("extensions") or {}):
         # The server cannot send a denial response; closing before accept is refused as 403.
         await send({"type": "websocket.close", "code": 1008, "reason": refusal.reason})
@@ -156,9 +159,24 @@ class _Endpoint:
             log.exception("could not open a %s connection", self.kind)
             conn.close(CloseCode.INTERNAL_ERROR, "internal error")
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (await receive())["type"] != "websocket.connect":
-            return
+    # --- the steps, shared by the ASGI path and wshub's own transport ----------------------
+
+    @property
+    def close_timeout(self) -> float:
+        return self.hub.settings.close_timeout
+
+    @property
+    def ready(self) -> bool:
+        """The hub is started: a connection can be opened without waiting."""
+        return self.hub.serving
+
+    async def start(self) -> None:
+        await self.hub.start()
+
+    def admit(self, scope: Scope) -> Admitted | Refusal:
+        """Who the client is (None: it says in its ``auth`` frame), counted in; or why it is
+        refused, logged and counted. An :class:`Admitted` is released by its session's end
+        (or by :meth:`release` when no session follows)."""
         hub = self.hub
         identity = self.identify(scope)
         user = identity.user if isinstance(identity, Identity) else UNIDENTIFIED
@@ -169,35 +187,49 @@ class _Endpoint:
             refusal = None if refused is None else refusal_for(refused, hub.settings.retry_after)
         if refusal is not None:
             hub.metrics.handshake_refused(refusal.status)
-            await refuse(scope, send, refusal)
-            return
-        answering: FrameId | None = None
-        admitted: str | None = user
+            log_refusal(scope, refusal)
+            return refusal
+        assert not isinstance(identity, Refusal)
+        return Admitted(identity, user)
+
+    def release(self, admitted: Admitted) -> None:
+        self.hub.release(admitted.user)
+
+    async def authenticate(self, receive: Receive, send: Send, admitted: Admitted) -> bool:
+        """Wait for the ``auth`` frame of a connection admitted without a token; True: it is
+        identified and counted again as its user (``admitted`` says who now). False: it is
+        over, and ``admitted`` holds nothing to release."""
+        verifier = self.handshake.verifier
+        assert verifier is not None  # identify() says None only with auth configured
+        hub = self.hub
         try:
-            await hub.start()
-            await send({"type": "websocket.accept"})
-            if identity is None:
-                verifier = self.handshake.verifier
-                assert verifier is not None  # identify() says None only with auth configured
-                identified = await identify_in_band(
-                    receive, send, verifier, hub.settings, hub.awaiting_auth
-                )
-                if identified is None:
-                    return
-                # Counted again as the user it turned out to be: the node's count is
-                # unchanged, the user's own cap applies now.
-                identity, answering = identified
-                hub.release(user)
-                admitted = None
-                refused = hub.admit(identity.user)
-                if refused is not None:
-                    await refuse_after_auth(send, refused.reason, answering)
-                    return
-                admitted = identity.user
-            assert isinstance(identity, Identity)
-            conn = hub.connect(
+            identified = await identify_in_band(
+                receive, send, verifier, hub.settings, hub.awaiting_auth
+            )
+        except BaseException:
+            self.release(admitted)
+            raise
+        # Counted again as the user it turned out to be: the node's count is unchanged, the
+        # user's own cap applies now.
+        self.release(admitted)
+        if identified is None:
+            return False
+        identity, answering = identified
+        refused = hub.admit(identity.user)
+        if refused is not None:
+            await refuse_after_auth(send, refused.reason, answering)
+            return False
+        admitted.identity, admitted.user, admitted.answering = identity, identity.user, answering
+        return True
+
+    def open(self, socket: Socket, scope: Scope, admitted: Admitted) -> Session:
+        """The hub's connection for an identified client, and the line serving its frames."""
+        identity = admitted.identity
+        assert identity is not None
+        try:
+            conn = self.hub.connect(
                 identity.user,
-                AsgiSocket(scope, send, hub.settings.close_timeout),
+                socket,
                 self.kind,
                 permissions=identity.permissions,
                 expires=identity.expires,
@@ -205,37 +237,87 @@ class _Endpoint:
                 verifier=self.handshake.verifier,
                 channels=identity.channels,
             )
-            hub.channel_routes.handshakes.opened(conn, scope)  # what channel checks read
-            code: int | None = None
+        except BaseException:
+            self.release(admitted)
+            raise
+        self.hub.channel_routes.handshakes.opened(conn, scope)  # what channel checks read
+        return Session(self, conn, admitted.user, admitted.answering)
 
-            async def serve(text: str | None, deadline: float | None) -> None:
-                if text is None:
-                    self.binary(conn)
-                else:
-                    await self.text(conn, text, deadline)
-
-            # Frames are served in order by the line's task, so that this loop goes on
-            # reading (pongs above all) while one of them waits on the broker.
-            line = FrameLine(serve, hub.settings.reply_timeout)
-            line.open_with(self._open(conn, answering))
-            try:
-                while True:
-                    message = await receive()
-                    kind = message["type"]
-                    if kind == "websocket.receive":
-                        await line.put(message.get("text"))
-                    elif kind == "websocket.disconnect":
-                        code = message.get("code")
-                        break
-            finally:
-                try:
-                    await line.finish()
-                finally:
-                    hub.channel_routes.handshakes.closed(conn)
-                    await self.closed(conn, code)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (await receive())["type"] != "websocket.connect":
+            return
+        admitted = self.admit(scope)
+        if isinstance(admitted, Refusal):
+            await refuse(scope, send, admitted)
+            return
+        try:
+            await self.start()
+            await send({"type": "websocket.accept"})
+        except BaseException:
+            self.release(admitted)
+            raise
+        if admitted.identity is None and not await self.authenticate(receive, send, admitted):
+            return
+        session = self.open(AsgiSocket(scope, send, self.close_timeout), scope, admitted)
+        code: int | None = None
+        try:
+            while True:
+                message = await receive()
+                kind = message["type"]
+                if kind == "websocket.receive":
+                    await session.line.put(message.get("text"))
+                elif kind == "websocket.disconnect":
+                    code = message.get("code")
+                    break
         finally:
-            if admitted is not None:
-                hub.release(admitted)
+            await session.end(code)
+
+
+class Admitted:
+    """A client counted in before its upgrade: who it is (None until its ``auth`` frame), the
+    user it is counted as, and the ``auth`` frame that identified it."""
+
+    __slots__ = ("answering", "identity", "user")
+
+    def __init__(self, identity: Identity | None, user: str) -> None:
+        self.identity = identity
+        self.user = user
+        self.answering: FrameId | None = None
+
+
+class Session:
+    """One open connection's serving: its frames go to the line, in order, and its end
+    detaches it from the hub and counts it out. What a live connection keeps, no more."""
+
+    __slots__ = ("_endpoint", "_user", "conn", "line")
+
+    def __init__(
+        self, endpoint: _Endpoint, conn: Connection, user: str, answering: FrameId | None
+    ) -> None:
+        self._endpoint = endpoint
+        self._user = user
+        self.conn = conn
+
+        async def serve(text: str | None, deadline: float | None) -> None:
+            if text is None:
+                endpoint.binary(conn)
+            else:
+                await endpoint.text(conn, text, deadline)
+
+        # Frames are served in order by the line's task, so that the transport goes on
+        # reading (pongs above all) while one of them waits on the broker.
+        self.line = FrameLine(serve, endpoint.hub.settings.reply_timeout)
+        self.line.open_with(endpoint._open(conn, answering))
+
+    async def end(self, code: int | None) -> None:
+        try:
+            try:
+                await self.line.finish()
+            finally:
+                self._endpoint.hub.channel_routes.handshakes.closed(self.conn)
+                await self._endpoint.closed(self.conn, code)
+        finally:
+            self._endpoint.hub.release(self._user)
 
 
 class ProtocolEndpoint(_Endpoint):

@@ -36,7 +36,7 @@ from wshub import __version__
 from wshub.app.hub import Hub
 from wshub.cli.logs import log_config
 from wshub.cli.options import ServeConfig, token_verifier
-from wshub.transport.uvicorn_check import ws_protocol
+from wshub.transport.owned import WshubTransport
 from wshub.transport.uvicorn_http import http_protocol
 
 __all__ = ["DrainingServer", "run"]
@@ -117,7 +117,8 @@ def uvicorn_config(config: ServeConfig, app: Any) -> uvicorn.Config:
         port=config.port,
         # Limits on every request before the app sees it: see wshub.transport.uvicorn_http for why.
         http=http_protocol(config.request_limits()),
-        ws=ws_protocol(),
+        # wshub's own WebSocket transport for /ws and /ws/{id}; uvicorn's for any other path.
+        ws=WshubTransport,
         ws_max_size=settings.hard_frame_bytes,
         # Off: deflate compresses every frame once per subscriber, which defeats encoding once.
         ws_per_message_deflate=False,

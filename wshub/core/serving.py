@@ -83,6 +83,16 @@ class FrameLine:
         """Frames received and not yet taken up for serving."""
         return len(self._waiting)
 
+    def offer(self, text: str | None) -> bool:
+        """Add a frame if the line has room, without waiting; False: it is full (wait in
+        :meth:`put`)."""
+        if len(self._waiting) >= self._bound:
+            return False
+        self._waiting.append((text, deadline_in(self._timeout)))
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._work())
+        return True
+
     async def put(self, text: str | None) -> None:
         """Add a frame (None: a binary one); waits only while the line is full."""
         loop = asyncio.get_running_loop()

@@ -27,8 +27,9 @@ from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
 from wshub.transport.handshake import Refusal
-from wshub.transport.owned_frames import LiveWebSocket, spawn
+from wshub.transport.owned_frames import LiveWebSocket
 from wshub.transport.owned_routes import OwnedEndpoint, routes_of
+from wshub.transport.sessions import spawn
 from wshub.transport.uvicorn_ws import refusal_response
 
 __all__ = ["WshubTransport"]

@@ -28,8 +28,9 @@ from websockets.server import ServerProtocol
 from wshub.core.connection import FastPath
 from wshub.core.ratelimit import MAX_PAUSE
 from wshub.protocol import CloseCode
+from wshub.transport.sessions import OwnedSession, spawn
 
-__all__ = ["LiveWebSocket", "OwnedSession"]
+__all__ = ["LiveWebSocket"]
 
 RATE_HOLD = MAX_PAUSE / 2
 """Seconds a peer's reading is held back after a ping over its rate (as in uvicorn_ws)."""
@@ -42,36 +43,9 @@ _LINE_FULL, _PONGS_UNREAD, _RATE = 1, 2, 4  # the holds on reading
 # RFC 6455 codes that never go on the wire from wshub's own code: the peer's or the parser's.
 _PROTOCOL_ERROR, _NO_STATUS, _ABNORMAL, _INVALID_DATA = 1002, 1005, 1006, 1007
 
-_ending: set[asyncio.Task[Any]] = set()
 
-
-class OwnedSession:
-    """What the transport needs of a session (``wshub.app.routes.Session``): its line and
-    its end. A class of its own so that the transport does not import the app."""
-
-    line: Any
-
-    async def end(self, code: int | None) -> None:
-        raise NotImplementedError
-
-
-def spawn(work: Any) -> None:
-    task = asyncio.ensure_future(work)
-    _ending.add(task)
-    task.add_done_callback(_done)
-
-
-def _done(task: asyncio.Task[Any]) -> None:
-    _ending.discard(task)
-    if not task.cancelled() and task.exception() is not None:
-        asyncio.get_running_loop().call_exception_handler(
-            {"message": "a WebSocket session failed to end", "exception": task.exception()}
-        )
-
-
-class LiveWebSocket(asyncio.Protocol):
-    """The frame-level half of wshub's own WebSocket protocol (the handshake is the
-    subclass's): reading, writing, pings, closing."""
+class _Keepalive(asyncio.Protocol):
+    """A live WebSocket's state, and its pings: the keepalive's and the peer's."""
 
     ws: ServerProtocol
     transport: asyncio.Transport
@@ -99,6 +73,77 @@ class LiveWebSocket(asyncio.Protocol):
     _rate_timer: asyncio.TimerHandle | None = None
     _ping_payload: bytes | None = None
     _drained: asyncio.Future[None] | None = None
+
+    def _pong(self) -> None:
+        output = self.ws.data_to_send()
+        allow = self._ping_filter
+        if allow is not None:  # one pong per ping in the output; ask for each
+            answered = [chunk for chunk in output if chunk[:1] != _PONG or allow()]
+            if len(answered) < len(output) and self._rate_timer is None:
+                # Refusing the pong is not enough: parsing a flood of tiny pings is what
+                # costs the node; held, the peer costs at most two reads a second.
+                self._hold(_RATE)
+                self._rate_timer = self.loop.call_later(RATE_HOLD, self._end_rate_hold)
+            output = answered
+        if output and not self.lost:
+            self.transport.write(b"".join(output))
+        if not self.writable_now:
+            self._hold(_PONGS_UNREAD)  # the peer does not read its pongs: read no more pings
+
+    def _end_rate_hold(self) -> None:
+        self._rate_timer = None
+        self._release(_RATE)
+
+    def start_keepalive(self) -> None:
+        if self.ping_interval:
+            self._schedule_ping()
+
+    def _schedule_ping(self) -> None:
+        if self.ping_interval and self.open:
+            self._ping_timer = self.loop.call_later(self.ping_interval, self._send_ping)
+
+    def _send_ping(self) -> None:
+        self._ping_timer = None
+        if not self.open:
+            return
+        self._ping_payload = payload = struct.pack("!I", random.getrandbits(32))
+        self.ws.send_ping(payload)
+        self.transport.write(b"".join(self.ws.data_to_send()))
+        if self.ping_timeout:
+            self._pong_timer = self.loop.call_later(self.ping_timeout, self._keepalive_timeout)
+        else:
+            self._schedule_ping()
+
+    def _keepalive_timeout(self) -> None:
+        """No pong in time: a dead peer will never read what is buffered for it, so the
+        close frame is a courtesy and the connection is cut at once."""
+        self._pong_timer = None
+        if self.open:
+            self.ws.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+            self.transport.write(b"".join(self.ws.data_to_send()))
+            self.open = False
+        self.end(_ABNORMAL)
+        self.transport.abort()
+
+    def stop_timers(self) -> None:
+        for timer in (self._ping_timer, self._pong_timer, self._close_timer, self._rate_timer):
+            if timer is not None:
+                timer.cancel()
+        self._ping_timer = self._pong_timer = self._close_timer = self._rate_timer = None
+
+    def _hold(self, reason: int) -> None:
+        raise NotImplementedError
+
+    def _release(self, reason: int) -> None:
+        raise NotImplementedError
+
+    def end(self, code: int | None) -> None:
+        raise NotImplementedError
+
+
+class LiveWebSocket(_Keepalive):
+    """The frame-level half of wshub's own WebSocket protocol (the handshake is the
+    subclass's): reading, writing, closing."""
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -206,65 +251,6 @@ class LiveWebSocket(asyncio.Protocol):
             self._rate_timer.cancel()
             self._rate_timer = None
         self._release(_LINE_FULL | _PONGS_UNREAD | _RATE)
-
-    # --- pings -----------------------------------------------------------------------------
-
-    def _pong(self) -> None:
-        output = self.ws.data_to_send()
-        allow = self._ping_filter
-        if allow is not None:  # one pong per ping in the output; ask for each
-            answered = [chunk for chunk in output if chunk[:1] != _PONG or allow()]
-            if len(answered) < len(output) and self._rate_timer is None:
-                # Refusing the pong is not enough: parsing a flood of tiny pings is what
-                # costs the node; held, the peer costs at most two reads a second.
-                self._hold(_RATE)
-                self._rate_timer = self.loop.call_later(RATE_HOLD, self._end_rate_hold)
-            output = answered
-        if output and not self.lost:
-            self.transport.write(b"".join(output))
-        if not self.writable_now:
-            self._hold(_PONGS_UNREAD)  # the peer does not read its pongs: read no more pings
-
-    def _end_rate_hold(self) -> None:
-        self._rate_timer = None
-        self._release(_RATE)
-
-    def start_keepalive(self) -> None:
-        if self.ping_interval:
-            self._schedule_ping()
-
-    def _schedule_ping(self) -> None:
-        if self.ping_interval and self.open:
-            self._ping_timer = self.loop.call_later(self.ping_interval, self._send_ping)
-
-    def _send_ping(self) -> None:
-        self._ping_timer = None
-        if not self.open:
-            return
-        self._ping_payload = payload = struct.pack("!I", random.getrandbits(32))
-        self.ws.send_ping(payload)
-        self.transport.write(b"".join(self.ws.data_to_send()))
-        if self.ping_timeout:
-            self._pong_timer = self.loop.call_later(self.ping_timeout, self._keepalive_timeout)
-        else:
-            self._schedule_ping()
-
-    def _keepalive_timeout(self) -> None:
-        """No pong in time: a dead peer will never read what is buffered for it, so the
-        close frame is a courtesy and the connection is cut at once."""
-        self._pong_timer = None
-        if self.open:
-            self.ws.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
-            self.transport.write(b"".join(self.ws.data_to_send()))
-            self.open = False
-        self.end(_ABNORMAL)
-        self.transport.abort()
-
-    def stop_timers(self) -> None:
-        for timer in (self._ping_timer, self._pong_timer, self._close_timer, self._rate_timer):
-            if timer is not None:
-                timer.cancel()
-        self._ping_timer = self._pong_timer = self._close_timer = self._rate_timer = None
 
     # --- writing (the FastPath and the Socket) ---------------------------------------------
 

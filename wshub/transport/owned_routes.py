@@ -34,6 +34,9 @@ class OwnedEndpoint(Protocol):
 
     async def start(self) -> None: ...
 
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """The endpoint as a plain ASGI app, for every other server."""
+
     def admit(self, scope: MutableMapping[str, Any]) -> Any:
         """An admission (with ``identity``, None until the ``auth`` frame) or a Refusal."""
 
@@ -58,7 +61,9 @@ class RouteTable:
     def __init__(self, app: Any) -> None:
         # Matched with routes of their own: a router included with a prefix keeps its
         # WebSocket routes under it, with the prefix apart, in recent FastAPI versions.
-        self._routes = [WebSocketRoute(path, endpoint) for path, endpoint in _owned(app)]
+        self._routes = [
+            (WebSocketRoute(path, endpoint), endpoint) for path, endpoint in _owned(app)
+        ]
 
     def __bool__(self) -> bool:
         return bool(self._routes)
@@ -66,10 +71,10 @@ class RouteTable:
     def match(self, path: str) -> tuple[OwnedEndpoint, dict[str, Any]] | None:
         """The endpoint for ``path`` and its path parameters, or None: not one of wshub's."""
         scope = {"type": "websocket", "path": path, "root_path": ""}
-        for route in self._routes:
+        for route, endpoint in self._routes:
             match, child = route.matches(scope)
             if match is Match.FULL:
-                return route.endpoint, child.get("path_params", {})
+                return endpoint, child.get("path_params", {})
         return None
 
 

@@ -6,8 +6,10 @@ round every contender is measured once, in a rotated order, so that slow drifts 
 hit all of them alike; the report gives the median over rounds. Per contender and round:
 
 - **fan-out efficiency**: ``--receivers`` receivers in one room, one publisher at saturation
-  for ``--duration`` s; deliveries per second of server CPU (utime + stime from /proc);
-- **latency**: the same receivers, ``--rate`` publications/s; publish-to-deliver p50 and p99;
+  for ``--duration`` s with each of ``--windows`` publications in flight (4, 16, 64);
+  deliveries per second of server CPU (utime + stime from /proc), with p50/p99 latency;
+- **equal offered load**: the same receivers, each of ``--offered`` deliveries/s (5,000 and
+  100,000); server CPU, the share delivered, publish-to-deliver p50 and p99;
 - **idle memory**: a fresh server, then ``--idle`` connections (each joined to a room) and the
   growth of the server's RSS divided by the number of connections.
 
@@ -35,6 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from benchmarks.compare_tables import detail_tables, ints
 from benchmarks.contenders import CONTENDERS, NODE_DIR, ROOT, Contender
 from wshub.bench import BenchConfig, LoadGenerator
 from wshub.bench.procstat import rss_bytes
@@ -101,22 +104,60 @@ def measure_load(contender: Contender, args: argparse.Namespace, cores: set[int]
             processes=1,
             duration=args.duration,
         )
+        row: Row = {}
         with LoadGenerator(config) as generator:
             generator.connect()
-            saturation = generator.measure(rate=0)
-            fixed = generator.measure(rate=args.rate)
+            # Saturation with 4, 16, 64 publications in flight: at 4 neither side can
+            # coalesce much; at 64 wshub writes a burst per tick and Node ws does not.
+            for window in ints(args.windows):
+                generator.config.window = window
+                sat = generator.measure(rate=0)
+                row.update(_figures(f"w{window}", sat))
+            generator.config.window = 64
+            # The same offered load for both: server CPU, latency, and whether it kept up.
+            for offered in ints(args.offered):
+                row.update(
+                    _figures(f"at{offered}", generator.measure(rate=offered / args.receivers))
+                )
+            saturation = generator.measure(rate=0) if not args.windows else None
+            fixed = generator.measure(rate=args.rate) if not args.offered else None
+    first_w = f"w{ints(args.windows)[0]}" if args.windows else ""
+    first_at = f"at{ints(args.offered)[0]}" if args.offered else ""
+    if saturation is not None:
+        row.update(_figures("legacy", saturation))
+        first_w = "legacy"
+    if fixed is not None:
+        row.update(_figures("legacy_fixed", fixed))
+        first_at = "legacy_fixed"
     return {
-        "deliveries_per_cpu_s": saturation.deliveries_per_cpu_s or 0.0,
-        "delivered_per_s": saturation.delivered_per_s,
-        "server_cpu_share": saturation.server.cpu_share if saturation.server else 0.0,
-        "saturation_delivery_ratio": saturation.delivery_ratio,
-        "generator_saturated": saturation.generator.saturated,
-        "generator_reasons": saturation.generator.reasons,
-        "p50_ms": fixed.latency_ms["p50"],
-        "p99_ms": fixed.latency_ms["p99"],
-        "fixed_delivery_ratio": fixed.delivery_ratio,
-        "fixed_generator_saturated": fixed.generator.saturated,
-        "errors": saturation.errors + fixed.errors,
+        **row,
+        # The one-line summary: the first window's saturation, the first offered load.
+        "deliveries_per_cpu_s": row[f"{first_w}_dps"],
+        "delivered_per_s": row[f"{first_w}_delivered"],
+        "server_cpu_share": row[f"{first_w}_cpu"],
+        "saturation_delivery_ratio": row[f"{first_w}_ratio"],
+        "generator_saturated": row[f"{first_w}_generator_limit"],
+        "generator_reasons": row[f"{first_w}_reasons"],
+        "p50_ms": row[f"{first_at}_p50"],
+        "p99_ms": row[f"{first_at}_p99"],
+        "fixed_delivery_ratio": row[f"{first_at}_ratio"],
+        "fixed_generator_saturated": row[f"{first_at}_generator_limit"],
+        "errors": sum(v for k, v in row.items() if k.endswith("_errors")),
+    }
+
+
+def _figures(prefix: str, result: Any) -> Row:
+    """One measurement's figures under ``prefix``: throughput, CPU, latency, limits."""
+    return {
+        f"{prefix}_dps": result.deliveries_per_cpu_s or 0.0,
+        f"{prefix}_delivered": result.delivered_per_s,
+        f"{prefix}_cpu": result.server.cpu_share if result.server else 0.0,
+        f"{prefix}_p50": result.latency_ms["p50"],
+        f"{prefix}_p99": result.latency_ms["p99"],
+        f"{prefix}_ratio": result.delivery_ratio,
+        f"{prefix}_generator_limit": result.generator.saturated,
+        f"{prefix}_reasons": result.generator.reasons,
+        f"{prefix}_errors": result.errors,
     }
 
 
@@ -241,6 +282,7 @@ def write_report(
         f"{args.rate:g} publications/s x {args.receivers} receivers = "
         f"{args.rate * args.receivers:,.0f} deliveries/s for latency.\n\n"
         f"{table}\n\n"
+        f"{detail_tables(results, args, {n: medians(rows) for n, rows in results.items()})}\n"
         f"Reproduce: `{command}`\n"
         f"{end}"
     )
@@ -290,6 +332,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--receivers", type=int, default=1000)
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--rate", type=float, default=5.0, help="publications/s for latency")
+    parser.add_argument("--windows", default="4,16,64", help="publications in flight, saturated")
+    parser.add_argument(
+        "--offered", default="5000,100000", help="deliveries/s offered to both, for CPU and latency"
+    )
     parser.add_argument("--idle", default="1000,10000", help="connection counts for memory")
     parser.add_argument("--settle", type=float, default=2.0, help="s before reading idle RSS")
     parser.add_argument("--only", default="", help="comma-separated contender names")

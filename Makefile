@@ -24,6 +24,7 @@ LOW_PY    := $(LOW_VENV)/bin/python
 LOW_STAMP := $(LOW_VENV)/.installed
 LOW_TESTS := tests/test_fast_path.py tests/test_delivery.py tests/test_ws_protocol.py \
 	tests/test_http_limits.py $(wildcard tests/test_uvicorn*.py tests/test_transport*.py) \
+	tests/test_owned_transport.py \
 	tests/test_redis_broker.py tests/test_redis_broker_faults.py tests/test_api_key.py \
 	tests/test_channel_routes.py tests/test_channel_validation.py
 
@@ -45,7 +46,7 @@ JS_CLIENT := tests/js/client
 JS_RECIPES := tests/js/recipes
 
 .PHONY: serve test test-fast test-lowest lint typecheck lock format system-deps screenshots \
-	bench soak abuse clean
+	bench bench-connections soak abuse clean
 
 serve: $(RUNTIME)
 	$(VENV)/bin/wshub serve --host $(HOST) --port $(PORT)
@@ -141,6 +142,13 @@ $(VENV)/.installed-peers: pyproject.toml | $(STAMP)
 
 $(NODE_WS)/node_modules/.package-lock.json: $(NODE_WS)/package.json $(NODE_WS)/package-lock.json
 	cd $(NODE_WS) && npm ci --no-audit --no-fund
+
+# 19,000 connections on one process, then 100,000 across --workers 6 on Redis: RSS per
+# connection, connect rate, one publication's reach (docs/performance.md). Minutes, and
+# gigabytes of RAM; not part of `make test`.
+bench-connections: $(STAMP) system-deps
+	$(PY) -m benchmarks.connections --connections 19000 --workers 1
+	$(PY) -m benchmarks.connections --connections 100000 --workers 6
 
 # Retake docs/chat.png and docs/dashboard.png with Playwright and Chromium.
 screenshots: $(STAMP) system-deps

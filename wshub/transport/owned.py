@@ -44,6 +44,8 @@ _quiet.setLevel(logging.WARNING)
 class WshubTransport(LiveWebSocket):
     """The ``ws`` protocol class of ``wshub serve``: owns wshub's paths, delegates the rest."""
 
+    __slots__ = ("_app_state", "_config", "_delegate", "_endpoint", "_path_params", "_server_state")
+
     def __init__(
         self,
         config: Any,
@@ -53,12 +55,13 @@ class WshubTransport(LiveWebSocket):
     ) -> None:
         if not config.loaded:
             config.load()
+        super().__init__(_loop or asyncio.get_event_loop())
         self._config = config
         self._server_state = server_state
         self._app_state = app_state
-        self.loop = _loop or asyncio.get_event_loop()
-        self._delegate: asyncio.Protocol | None = None
+        self._delegate: WebSocketsSansIOProtocol | None = None
         self._endpoint: OwnedEndpoint | None = None
+        self._path_params: dict[str, Any] | None = None
         self.ping_interval = config.ws_ping_interval
         self.ping_timeout = config.ws_ping_timeout
 
@@ -78,7 +81,8 @@ class WshubTransport(LiveWebSocket):
 
     def eof_received(self) -> bool | None:
         if self._delegate is not None:
-            return self._delegate.eof_received()
+            self._delegate.eof_received()
+            return None
         return super().eof_received()
 
     def pause_writing(self) -> None:
@@ -160,6 +164,7 @@ class WshubTransport(LiveWebSocket):
             self.transport.close()
             return
         scope = self._scope(request)
+        self._path_params = None  # in the scope now; the request goes with it
         admitted = endpoint.admit(scope)
         if isinstance(admitted, Refusal):
             self._refuse(admitted)

@@ -47,32 +47,42 @@ _PROTOCOL_ERROR, _NO_STATUS, _ABNORMAL, _INVALID_DATA = 1002, 1005, 1006, 1007
 class _Keepalive(asyncio.Protocol):
     """A live WebSocket's state, and its pings: the keepalive's and the peer's."""
 
+    # Slots: one of these per connection, and an instance dict would cost about 1 KB of it.
+    __slots__ = (
+        "_backlog", "_close_timer", "_drained", "_fragment_text", "_fragments", "_holds",
+        "_on_writable", "_ping_filter", "_ping_payload", "_ping_timer", "_pong_timer",
+        "_rate_timer", "close_timeout", "ended", "inbox", "loop", "lost", "open",
+        "ping_interval", "ping_timeout", "session", "transport", "writable_now", "ws",
+    )  # fmt: skip
+
     ws: ServerProtocol
     transport: asyncio.Transport
-    loop: asyncio.AbstractEventLoop
-    close_timeout: float = 10.0
-    ping_interval: float | None = None
-    ping_timeout: float | None = None
-    session: OwnedSession | None = None
-    inbox: asyncio.Queue[dict[str, Any]] | None = None
-    """While the client has not said who it is (its ``auth`` frame): its messages, ASGI-style."""
-    open = False
-    """The close handshake has not begun: frames may be written."""
-    lost = False
-    ended = False
-    writable_now = True
-    _holds = 0
-    _backlog: list[str | None] | None = None
-    _fragments: list[bytes] | None = None
-    _fragment_text = False
-    _on_writable: Callable[[], None] | None = None
-    _ping_filter: Callable[[], bool] | None = None
-    _close_timer: asyncio.TimerHandle | None = None
-    _ping_timer: asyncio.TimerHandle | None = None
-    _pong_timer: asyncio.TimerHandle | None = None
-    _rate_timer: asyncio.TimerHandle | None = None
-    _ping_payload: bytes | None = None
-    _drained: asyncio.Future[None] | None = None
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.close_timeout = 10.0
+        self.ping_interval: float | None = None
+        self.ping_timeout: float | None = None
+        self.session: OwnedSession | None = None
+        self.inbox: asyncio.Queue[dict[str, Any]] | None = None
+        """While the client has not said who it is (its ``auth`` frame): its messages."""
+        self.open = False
+        """The close handshake has not begun: frames may be written."""
+        self.lost = False
+        self.ended = False
+        self.writable_now = True
+        self._holds = 0
+        self._backlog: list[str | None] | None = None
+        self._fragments: list[bytes] | None = None
+        self._fragment_text = False
+        self._on_writable: Callable[[], None] | None = None
+        self._ping_filter: Callable[[], bool] | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._ping_timer: asyncio.TimerHandle | None = None
+        self._pong_timer: asyncio.TimerHandle | None = None
+        self._rate_timer: asyncio.TimerHandle | None = None
+        self._ping_payload: bytes | None = None
+        self._drained: asyncio.Future[None] | None = None
 
     def _pong(self) -> None:
         output = self.ws.data_to_send()
@@ -144,6 +154,8 @@ class _Keepalive(asyncio.Protocol):
 class LiveWebSocket(_Keepalive):
     """The frame-level half of wshub's own WebSocket protocol (the handshake is the
     subclass's): reading, writing, closing."""
+
+    __slots__ = ()
 
     # --- reading ---------------------------------------------------------------------------
 

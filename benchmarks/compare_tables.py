@@ -53,17 +53,19 @@ def detail_tables(
         out += [
             f"Equal offered load, N = {args.receivers} receivers:",
             "",
-            "| server | deliveries/s offered | server CPU (share of a core) | delivered "
-            "| p50 ms | p99 ms | generator the limit (rounds) |",
-            "|" + " --- |" * 7,
+            "| server | deliveries/s offered | delivered msgs/s | server CPU (share of a core) "
+            "| deliveries per server CPU-second | p50 ms | p99 ms "
+            "| generator the limit (rounds) |",
+            "|" + " --- |" * 8,
         ]
         for d in offered:
             for n in names:
                 m = med[n]
                 limited = sum(bool(r.get(f"at{d}_generator_limit")) for r in results[n])
                 out.append(
-                    f"| {labels[n]} | {d:,} | {m.get(f'at{d}_cpu', nan):.0%} "
-                    f"| {m.get(f'at{d}_ratio', nan):.1%} | {m.get(f'at{d}_p50', nan):.2f} "
+                    f"| {labels[n]} | {d:,} | {m.get(f'at{d}_delivered', nan):,.0f} "
+                    f"| {m.get(f'at{d}_cpu', nan):.0%} | {m.get(f'at{d}_dps', nan):,.0f} "
+                    f"| {m.get(f'at{d}_p50', nan):.2f} "
                     f"| {m.get(f'at{d}_p99', nan):.2f} | {limited}/{len(results[n])} |"
                 )
         out.append("")

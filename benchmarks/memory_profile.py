@@ -1,6 +1,6 @@
 """What an idle connection costs the server, by source file (tracemalloc).
 
-A wshub node runs in this process under uvicorn with wshub's WebSocket protocol; ``--clients``
+A wshub node runs in this process under uvicorn with wshub's own WebSocket transport; ``--clients``
 connections are opened from another process, each joined to one channel, and the Python
 allocations they added on the server are grouped by the file that made them.
 
@@ -21,6 +21,7 @@ import uvicorn
 from tests.support import free_port
 from wshub import Hub
 from wshub.app.server import create_app
+from wshub.transport.owned import WshubTransport
 
 CLIENTS = r"""
 import asyncio, sys, websockets
@@ -53,7 +54,7 @@ async def profile(count: int, top: int) -> None:
     config = uvicorn.Config(
         create_app(hub),
         port=free_port(),
-        ws="wshub.transport.uvicorn_ws:WshubWebSocketProtocol",
+        ws=WshubTransport,  # as `wshub serve` runs
         ws_per_message_deflate=False,
         log_level="warning",
     )

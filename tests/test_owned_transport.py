@@ -109,6 +109,14 @@ class RawClient:
                 result: dict[str, object] = json.loads(bytes(frame.data))
                 return result
 
+    async def to_eof(self) -> bool:
+        """Read (and drop) frames until the server's EOF; True once it came."""
+        while True:
+            try:
+                await self.frame()
+            except ConnectionError:
+                return True
+
     def close(self) -> None:
         self.sock.close()
 
@@ -269,6 +277,19 @@ async def test_a_peer_that_vanishes_is_cut_off_by_the_keepalive(node: ServerProc
         await until_connections(node, before, timeout=5)
     finally:
         sock.close()
+
+
+async def test_a_peer_that_closes_tcp_without_a_close_frame_is_gone(node: ServerProcess) -> None:
+    before = await connections(node)
+    client = RawClient(node.port, "/ws?user=fin")
+    try:
+        assert (await client.text())["type"] == "welcome"
+        await until_connections(node, before + 1, timeout=5)
+        client.sock.shutdown(socket.SHUT_WR)  # FIN, and no close frame first
+        await until_connections(node, before, timeout=5)
+        assert await client.to_eof()  # and the server closed its side too
+    finally:
+        client.close()
 
 
 async def test_a_close_handshake_from_either_side(node: ServerProcess) -> None:

@@ -24,6 +24,7 @@ from urllib.parse import unquote
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
+from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from wshub.transport.handshake import Refusal
@@ -222,6 +223,9 @@ class WshubTransport(LiveWebSocket):
         ws = self.ws
         ws.send_response(response)
         self.transport.write(b"".join(ws.data_to_send()))
+        # A fresh parser for the frames: the handshake's keeps the request (and its headers)
+        # alive in its generator for as long as the connection lives, about 3 KB.
+        self.ws = ServerProtocol(max_size=self._config.ws_max_size, logger=_quiet, state=State.OPEN)
         self.open = True
         self.start_keepalive()
         if admitted.identity is None:

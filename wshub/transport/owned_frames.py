@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from wshub.core.connection import FastPath
@@ -114,7 +115,7 @@ class _Keepalive(asyncio.Protocol):
 
     def _send_ping(self) -> None:
         self._ping_timer = None
-        if not self.open:
+        if not self.open or self.ws.state is not State.OPEN:
             return
         self._ping_payload = payload = struct.pack("!I", random.getrandbits(32))
         self.ws.send_ping(payload)
@@ -171,6 +172,9 @@ class LiveWebSocket(_Keepalive):
         if ws is not None:
             ws.receive_eof()
             self.handle_events()
+        if self.open:  # the peer's FIN without a close frame: an abnormal closure
+            self.open = False
+            self.end(_ABNORMAL)
         return None  # the transport closes itself
 
     def handle_events(self) -> None:

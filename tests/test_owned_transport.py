@@ -27,6 +27,7 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
+from tests.channel_app import build, current_user
 from tests.conftest import ServerFactory
 from tests.support import ServerProcess, connect, free_port, http_get
 from wshub import Hub
@@ -211,6 +212,28 @@ async def test_a_library_apps_own_route_is_served_by_uvicorns_protocol(
             assert (await client.messages(1))[0]["data"] == {"n": 1}
         await echo.send("still here")
         assert await echo.recv() == "still here"
+
+
+async def test_channel_checks_read_the_handshake_and_the_apps_overrides() -> None:
+    _, app = build()  # tests/channel_app.py: checks with FastAPI dependencies
+
+    async def everyone_is_alice() -> str:
+        return "alice"
+
+    app.dependency_overrides[current_user] = everyone_is_alice
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, port=port, ws=WshubTransport, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    try:
+        async with connect(f"ws://127.0.0.1:{port}") as anyone:
+            assert (await anyone.join("orders:42"))["type"] == "joined"
+            ours = [c for c in server.server_state.connections if isinstance(c, WshubTransport)]
+            assert len(ours) == 1  # served by wshub's own transport, not through ASGI
+    finally:
+        server.should_exit = True
+        await task
 
 
 # --- frames --------------------------------------------------------------------------------

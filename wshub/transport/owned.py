@@ -192,6 +192,13 @@ class WshubTransport(LiveWebSocket):
             "path_params": self._path_params,
             "scheme": "wss" if transport.get_extra_info("sslcontext") else "ws",
             "extensions": {},
+            # What a channel check's FastAPI dependencies may read, as under ASGI.
+            "app": routes_of(self._config).app,
+            "state": self._app_state.copy(),
+            "root_path": "",
+            "raw_path": raw_path.encode("latin-1"),
+            "http_version": "1.1",
+            "subprotocols": [],
         }
 
     def _refuse(self, refusal: Refusal) -> None:

@@ -56,9 +56,11 @@ class OwnedEndpoint(Protocol):
 class RouteTable:
     """The app's wshub WebSocket routes, in the app's order."""
 
-    __slots__ = ("_routes",)
+    __slots__ = ("_routes", "app")
 
     def __init__(self, app: Any) -> None:
+        self.app = _app_of(app)
+        """The Starlette app under the wrappers: the ``app`` of a scope (dependency overrides)."""
         # Matched with routes of their own: a router included with a prefix keeps its
         # WebSocket routes under it, with the prefix apart, in recent FastAPI versions.
         self._routes = [
@@ -93,17 +95,26 @@ def _owned(app: Any) -> Iterator[tuple[str, OwnedEndpoint]]:
     return walk(_routes_of(app), "")
 
 
-def _routes_of(app: Any) -> list[Any]:
-    """The routes of the Starlette app under uvicorn's (and the app's) ASGI wrappers."""
+def _app_of(app: Any) -> Any:
+    """The Starlette app (the one with routes) under uvicorn's and the app's ASGI wrappers."""
     for _ in range(32):
         router = getattr(app, "router", None)
         routes = getattr(router, "routes", None) or getattr(app, "routes", None)
         if isinstance(routes, list):
-            return routes
+            return app
         app = getattr(app, "app", None)
         if app is None:
             break
-    return []
+    return None
+
+
+def _routes_of(app: Any) -> list[Any]:
+    found = _app_of(app)
+    if found is None:
+        return []
+    router = getattr(found, "router", None)
+    routes: list[Any] = getattr(router, "routes", None) or found.routes
+    return routes
 
 
 _tables: weakref.WeakKeyDictionary[Any, RouteTable] = weakref.WeakKeyDictionary()

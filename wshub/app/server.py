@@ -15,9 +15,10 @@ from fastapi.staticfiles import StaticFiles
 
 from wshub import __version__
 from wshub.app import api_docs, channel_docs, metrics
+from wshub.app.asgi_socket import AsgiSocket
 from wshub.app.dashboard import admin_router
 from wshub.app.hub import Hub
-from wshub.app.routes import AsgiSocket, build_router
+from wshub.app.routes import build_router
 from wshub.protocol import asyncapi
 from wshub.transport.handshake import Handshake
 

@@ -99,8 +99,13 @@ def installed_recipes() -> Path:
 
 
 def test_the_node_recipe_mints_tokens_the_hub_accepts(tmp_path: Path, hub: ServerProcess) -> None:
-    blocks = [s for s in all_snippets(("js",)) if s.path == "docs/security.md"]
-    assert len(blocks) == 1, "a new JavaScript block in docs/security.md: run it here"
+    # The Node backend's block; the browser's (wshub.js) block beside it runs in no Node.
+    blocks = [
+        s
+        for s in all_snippets(("js",))
+        if s.path == "docs/security.md" and 'require("jsonwebtoken")' in s.text
+    ]
+    assert len(blocks) == 1, "a new Node block in docs/security.md: run it here"
     (tmp_path / "server.js").write_text(blocks[0].text)
     node = shutil.which("node")
     assert node, "node is needed to run the Node recipe"

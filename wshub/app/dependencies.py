@@ -26,6 +26,7 @@ from fastapi import HTTPException, WebSocketException
 from fastapi.dependencies.models import Dependant
 from fastapi.dependencies.utils import get_dependant, solve_dependencies
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import HTTPConnection, Request
 from starlette.websockets import WebSocket
 
 from wshub.core.channel_rules import describe
@@ -103,10 +104,10 @@ class _Handshake:
 _USER = "wshub.user"
 
 
-def connection_user(websocket: WebSocket) -> str:
+def connection_user(connection: HTTPConnection) -> str:
     """A dependency: the user wshub identified the connection as (its token's ``sub``, or
     ``?user=`` in open mode), for checks on a hub that verifies tokens itself."""
-    return str(websocket.scope[_USER])
+    return str(connection.scope[_USER])
 
 
 async def _no_receive() -> NoReturn:
@@ -168,8 +169,14 @@ class Handshakes:
             "fastapi_function_astack": stack,
         }
         app = scope.get("app")
+        # A stream (``GET /sse``) was opened by an HTTP request, a WebSocket by its handshake.
+        request: Request | WebSocket = (
+            Request(scope, _no_receive)
+            if scope.get("type") == "http"
+            else WebSocket(scope, _no_receive, _no_send)
+        )
         solved = await solve_dependencies(
-            request=WebSocket(scope, _no_receive, _no_send),
+            request=request,
             dependant=check.dependant,
             dependency_overrides_provider=app if hasattr(app, "dependency_overrides") else None,
             dependency_cache=dict(handshake.cache),

@@ -28,6 +28,7 @@ from wshub import protocol
 from wshub.brokers.base import BrokerUnavailable
 from wshub.core.auth import Identity
 from wshub.core.connection import Connection
+from wshub.core.hooks import BadRequest, Forbidden
 from wshub.protocol import CloseCode
 from wshub.protocol.event_id import Position, parse_event_id
 from wshub.transport.handshake import Handshake, Refusal, refusal_for
@@ -121,6 +122,7 @@ class _Stream(EventSourceResponse):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await opening
             hub.metrics.sse_closed()
+            hub.channel_routes.handshakes.closed(conn)
             await hub.detach(conn, None)
             hub.release(self._user)
 
@@ -166,11 +168,14 @@ def sse_endpoint(hub: Hub, handshake: Handshake) -> Any:
         except BaseException:
             hub.release(identity.user)
             raise
+        hub.channel_routes.handshakes.opened(conn, request.scope)  # what channel checks read
         for name in channels:
-            if not await hub.allowed(conn, "join", name):
+            refusal = await _may_join(hub, conn, name)
+            if refusal is not None:
+                hub.channel_routes.handshakes.closed(conn)
                 await hub.detach(conn, None)
                 hub.release(identity.user)
-                return _refused(hub, request, Refusal(403, f"may not join channel {name}"))
+                return _refused(hub, request, refusal)
         # The token's own channels resume too, where the id names them.
         claimed = [c for c in identity.channels if c in resume and c not in channels]
         joins = [(name, _join(name, resume.get(name))) for name in channels + claimed]
@@ -178,6 +183,19 @@ def sse_endpoint(hub: Hub, handshake: Handshake) -> Any:
         return _Stream(hub, conn, socket, joins, identity.user)
 
     return sse
+
+
+async def _may_join(hub: Hub, conn: Connection, channel: str) -> Refusal | None:
+    """Why the stream may not join ``channel`` (403, or 400 for a channel route's parameter
+    that does not convert), or None. A route's refusal gives its reason, as on ``/ws``."""
+    try:
+        if await hub.allowed(conn, "join", channel):
+            return None
+    except Forbidden as exc:
+        return Refusal(403, f"may not join channel {channel}: {exc}")
+    except BadRequest as exc:
+        return Refusal(400, f"channel {channel}: {exc}")
+    return Refusal(403, f"may not join channel {channel}")
 
 
 def _join(channel: str, since: Position | None) -> str:

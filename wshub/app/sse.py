@@ -29,6 +29,7 @@ from wshub.brokers.base import BrokerUnavailable
 from wshub.core.auth import Identity
 from wshub.core.connection import Connection
 from wshub.core.hooks import BadRequest, Forbidden
+from wshub.core.server_subscriptions import Reason
 from wshub.protocol import CloseCode
 from wshub.protocol.event_id import Position, parse_event_id
 from wshub.transport.handshake import Handshake, Refusal, refusal_for
@@ -79,6 +80,7 @@ class _Stream(EventSourceResponse):
         socket: SseSocket,
         joins: list[tuple[str, str]],
         user: str,
+        dropped: list[tuple[str, Reason]],
     ) -> None:
         super().__init__(
             socket.events(),
@@ -91,6 +93,7 @@ class _Stream(EventSourceResponse):
         self._conn = conn
         self._joins = joins
         self._user = user
+        self._dropped = dropped
 
     async def _open(self) -> None:
         """Greet, then join each channel: in a task, while the events already flow out."""
@@ -105,6 +108,10 @@ class _Stream(EventSourceResponse):
                     # messages without a word, so it ends, and EventSource comes back.
                     conn.close(CloseCode.INTERNAL_ERROR, f"could not join {channel}")
                     return
+            # After the joins, so that this event's id already names every resumed channel
+            # (an id naming none would make the next reconnect start afresh).
+            for channel, reason in self._dropped:
+                conn.push(protocol.encode(protocol.Unsubscribed(channel=channel, reason=reason)))
         except BrokerUnavailable:  # the stream ends; EventSource comes back by itself
             log.warning("broker unavailable: an SSE stream was ended")
             conn.close(CloseCode.INTERNAL_ERROR, "broker unavailable: reconnect later")
@@ -178,9 +185,10 @@ def sse_endpoint(hub: Hub, handshake: Handshake) -> Any:
                 return _refused(hub, request, refusal)
         # The token's own channels resume too, where the id names them.
         claimed = [c for c in identity.channels if c in resume and c not in channels]
-        joins = [(name, _join(name, resume.get(name))) for name in channels + claimed]
+        rejoined, dropped = await _placed(hub, conn, resume, channels + claimed)
+        joins = [(name, _join(name, resume.get(name))) for name in channels + claimed + rejoined]
         hub.metrics.sse_opened()
-        return _Stream(hub, conn, socket, joins, identity.user)
+        return _Stream(hub, conn, socket, joins, identity.user, dropped)
 
     return sse
 
@@ -196,6 +204,28 @@ async def _may_join(hub: Hub, conn: Connection, channel: str) -> Refusal | None:
     except BadRequest as exc:
         return Refusal(400, f"channel {channel}: {exc}")
     return Refusal(403, f"may not join channel {channel}")
+
+
+async def _placed(
+    hub: Hub, conn: Connection, resume: dict[str, Position], asked: list[str]
+) -> tuple[list[str], list[tuple[str, Reason]]]:
+    """The channels the id names beyond ``asked``: those the server had placed the stream in
+    (``POST /api/subscribe``, ``hub.subscribe``). Each is joined again where the user may join
+    it, up to ``max_channels`` in all; the others are dropped with ``unsubscribed``, so that
+    the client is told rather than left waiting for messages that will not come."""
+    rejoined: list[str] = []
+    dropped: list[tuple[str, Reason]] = []
+    room = hub.settings.max_channels - len(asked)
+    for name in resume:
+        if name in asked:
+            continue
+        if await _may_join(hub, conn, name) is not None:
+            dropped.append((name, "permissions"))
+        elif len(rejoined) >= room:
+            dropped.append((name, "server"))
+        else:
+            rejoined.append(name)
+    return rejoined, dropped
 
 
 def _join(channel: str, since: Position | None) -> str:

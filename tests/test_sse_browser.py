@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Page, async_playwright, expect
@@ -223,4 +224,47 @@ async def test_the_chat_page_runs_over_sse_when_asked(
         await page.press("#text", "Enter")
         (message,) = await ws.messages(1)
     assert message["data"]["text"] == "hello over sse"
+    await page.close()
+
+
+async def test_the_sse_link_keeps_a_channel_the_server_placed_it_in_when_it_joins_another(
+    browser: Browser, make_server: ServerFactory
+) -> None:
+    node = make_server(WSHUB_API_KEY="sse-link-key")
+    own, placed, later = (f"pl:{uuid.uuid4().hex[:8]}" for _ in range(3))
+    page = await browser.new_page()
+    await page.goto(f"{node.http}/healthz")
+    await page.evaluate(CLIENT, {"channels": [own], "user": "ula"})
+    await page.evaluate(
+        "() => { window.client.on('subscribed', (s) => window.got.push(['+', s.channel])); }"
+    )
+    async with httpx.AsyncClient(timeout=10) as api:
+        placing = await api.post(
+            f"{node.http}/api/subscribe",
+            json={"user": "ula", "channel": placed},
+            headers={"Authorization": "apikey sse-link-key"},
+        )
+    assert placing.status_code < 300, placing.text
+    async with connect(node.url, "writer") as writer:
+        await writer.publish(placed, "before")
+        await page.wait_for_function("window.got.length >= 3")
+        # The join reopens the stream; the placed channel comes along, resumed where it was.
+        await page.evaluate("(c) => window.client.join(c)", later)
+        await writer.publish(placed, "after")
+        await page.wait_for_function("window.got.length >= 4", timeout=10_000)
+        # Left, each reopens the stream: neither the joined nor the placed channel comes back.
+        await page.evaluate("(c) => window.client.leave(c)", later)
+        await page.evaluate("(c) => window.client.leave(c)", placed)
+        await writer.publish(later, "gone")
+        await writer.publish(placed, "gone")
+        await writer.publish(own, "end")  # after them: once it is in, they would be too
+        await page.wait_for_function("window.got.length >= 5", timeout=10_000)
+    got = await page.evaluate("window.got")
+    assert got == [
+        [own, "from the page"],
+        ["+", placed],
+        [placed, "before"],
+        [placed, "after"],
+        [own, "end"],
+    ]
     await page.close()

@@ -6,8 +6,10 @@
 // server's frames come from `GET /sse` (the browser's own EventSource), and the client's go
 // as HTTP requests: `publish`, `send`, `presence` and `history` to `POST /sse/frame`; `join`
 // and `leave` reopen the stream with the new set of channels and the last event id, so every
-// channel already joined resumes where it was (nothing missed, nothing twice); `ping` is
-// answered here while the stream is open (EventSource cannot see the server's heartbeat).
+// channel already joined resumes where it was (nothing missed, nothing twice), the channels
+// the server placed the stream in (`subscribed`) included: the id the reopened stream carries
+// names them, so the server joins them again; `ping` is answered here while the stream is
+// open (EventSource cannot see the server's heartbeat).
 
 const FORWARDED = new Set(["publish", "send", "presence", "history"]);
 const EVENTS = [
@@ -26,6 +28,7 @@ export class SseLink {
     this.onopen = this.onmessage = this.onclose = this.onerror = null;
     this._identity = new URLSearchParams(u.search); // token or user: for every request
     this._channels = new Map(); // name -> { offset, epoch } once known
+    this._placed = new Map(); // the same, for the channels the server joined (`subscribed`)
     this._joining = new Map(); // channel -> id of a join waiting for the reopened stream
     this._reopening = false;
     this._welcomed = false;
@@ -38,8 +41,23 @@ export class SseLink {
     const u = new URL(this.url);
     u.search = this._identity.toString();
     for (const channel of this._channels.keys()) u.searchParams.append("channel", channel);
-    if (this._lastId !== null) u.searchParams.set("last_event_id", this._lastId);
+    const resume = this._resumeId();
+    if (resume) u.searchParams.set("last_event_id", resume);
     return u.toString();
+  }
+
+  /** The last event id, naming only the channels the stream is still to have: a channel
+   * left (or taken away by the server) is not joined again. */
+  _resumeId() {
+    if (this._lastId === null) return "";
+    const parts = this._lastId.split("~");
+    const kept = [];
+    for (let i = 0; i + 2 < parts.length; i += 3) {
+      if (this._channels.has(parts[i]) || this._placed.has(parts[i])) {
+        kept.push(parts.slice(i, i + 3).join("~"));
+      }
+    }
+    return kept.join("~");
   }
 
   _open() {
@@ -71,8 +89,18 @@ export class SseLink {
     } catch {
       return;
     }
-    if ((type === "joined" || type === "message") && this._channels.has(frame.channel)) {
-      this._channels.set(frame.channel, { offset: frame.offset, epoch: frame.epoch });
+    const position = { offset: frame.offset, epoch: frame.epoch };
+    if (type === "joined" || type === "message") {
+      if (this._channels.has(frame.channel)) this._channels.set(frame.channel, position);
+      else if (this._placed.has(frame.channel)) this._placed.set(frame.channel, position);
+    }
+    if (type === "subscribed") {
+      const known = this._channels.has(frame.channel) || this._placed.has(frame.channel);
+      if (!this._channels.has(frame.channel)) this._placed.set(frame.channel, position);
+      if (known) return; // a token's channel, placed again on a reopen: the client knows it
+    } else if (type === "unsubscribed") {
+      this._channels.delete(frame.channel); // a reopened stream must not ask for it again
+      this._placed.delete(frame.channel);
     }
     if (type === "welcome") {
       if (this._welcomed) return; // a reopened stream greets again: the client knows it
@@ -113,8 +141,9 @@ export class SseLink {
   }
 
   _join(frame) {
-    if (this._channels.has(frame.channel)) {
-      const { offset = 0, epoch = "" } = this._channels.get(frame.channel);
+    const known = this._channels.get(frame.channel) || this._placed.get(frame.channel);
+    if (known) {
+      const { offset = 0, epoch = "" } = known;
       const joined = { type: "joined", channel: frame.channel, offset, epoch, recovered: true };
       this._reply(frame, joined);
       return;
@@ -128,7 +157,8 @@ export class SseLink {
   }
 
   _leave(frame) {
-    if (!this._channels.delete(frame.channel)) {
+    const had = this._channels.delete(frame.channel);
+    if (!this._placed.delete(frame.channel) && !had) {
       const message = `not joined to ${frame.channel}`;
       this._reply(frame, { type: "error", code: "not_joined", message });
       return;

@@ -27,6 +27,7 @@ from tests.test_transport_units import until
 from wshub import Hub
 from wshub.app.dependencies import connection_user
 from wshub.app.routes import build_router
+from wshub.app.server import create_app
 from wshub.core.auth import TokenVerifier
 from wshub.transport.handshake import Handshake
 
@@ -249,4 +250,16 @@ async def test_a_connections_handshake_is_forgotten_when_it_ends() -> None:
             assert len(hub.channel_routes.handshakes) == 1
         # Counted out last, after its handshake was forgotten.
         await until(lambda: hub.connection_count == 0)
+        assert len(hub.channel_routes.handshakes) == 0
+
+
+async def test_a_hub_without_routes_keeps_no_handshake() -> None:
+    """Nothing would read it: an idle connection of a hub with no routes holds no request."""
+    hub = Hub("memory://")
+    async with (
+        serve_in_process(create_app(hub)) as address,
+        connect(f"ws://{address}", user="alice") as alice,
+    ):
+        await alice.join("chat:lobby")
+        assert hub.connection_count == 1
         assert len(hub.channel_routes.handshakes) == 0

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from pydantic import TypeAdapter, ValidationError
 
 from wshub import protocol
-from wshub.app.dependencies import Check, Handshakes
+from wshub.app.dependencies import Check, Handshakes, Scope
 from wshub.core.channel_rules import InvalidData
 from wshub.core.connection import Connection
 
@@ -155,6 +155,15 @@ class ChannelRoutes:
 
     def __iter__(self) -> Iterator[ChannelRoute]:
         return iter(self._routes)
+
+    def opened(self, conn: Connection, scope: Scope) -> None:
+        """Keep ``conn``'s handshake for the checks to read; only where there are routes, so
+        that a hub without any keeps no request per connection."""
+        if self._routes:
+            self.handshakes.opened(conn, scope)
+
+    def closed(self, conn: Connection) -> None:
+        self.handshakes.closed(conn)
 
     def find(self, channel: str) -> Match | None:
         # Cached: a channel's route is looked up on every publication to it.

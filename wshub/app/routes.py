@@ -196,7 +196,7 @@ class _Endpoint:
         except BaseException:
             self.release(admitted)
             raise
-        self.hub.channel_routes.handshakes.opened(conn, scope)  # what channel checks read
+        self.hub.channel_routes.opened(conn, scope)  # what channel checks read
         return Session(self, conn, admitted.user, admitted.answering)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -270,7 +270,7 @@ class Session:
             try:
                 await self.line.finish()
             finally:
-                self._endpoint.hub.channel_routes.handshakes.closed(self.conn)
+                self._endpoint.hub.channel_routes.closed(self.conn)
                 await self._endpoint.closed(self.conn, code)
         finally:
             self._endpoint.hub.release(self._user)

@@ -129,7 +129,7 @@ class _Stream(EventSourceResponse):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await opening
             hub.metrics.sse_closed()
-            hub.channel_routes.handshakes.closed(conn)
+            hub.channel_routes.closed(conn)
             await hub.detach(conn, None)
             hub.release(self._user)
 
@@ -175,11 +175,11 @@ def sse_endpoint(hub: Hub, handshake: Handshake) -> Any:
         except BaseException:
             hub.release(identity.user)
             raise
-        hub.channel_routes.handshakes.opened(conn, request.scope)  # what channel checks read
+        hub.channel_routes.opened(conn, request.scope)  # what channel checks read
         for name in channels:
             refusal = await _may_join(hub, conn, name)
             if refusal is not None:
-                hub.channel_routes.handshakes.closed(conn)
+                hub.channel_routes.closed(conn)
                 await hub.detach(conn, None)
                 hub.release(identity.user)
                 return _refused(hub, request, refusal)

@@ -38,10 +38,10 @@ COMPILE     = $(UV) pip compile pyproject.toml --universal --python-version 3.11
 
 SOURCES := wshub tests benchmarks examples
 
-# Most tests wait on real processes and sockets: on two workers the two cores were 60% busy
-# (16 CPU-minutes in 14 minutes), so three workers. A module stays on one worker (loadfile):
-# its shared server and its timed tests stay together. PARALLEL= runs everything in one process.
-PARALLEL ?= -n 3 --dist loadfile
+# Most tests wait on real processes and sockets, so two pytest-xdist workers fill the two cores.
+# A module stays on one worker (loadfile): its shared server and its timed tests stay together.
+# PARALLEL= runs everything in one process.
+PARALLEL ?= -n 2 --dist loadfile
 JS_CLIENT := tests/js/client
 JS_RECIPES := tests/js/recipes
 

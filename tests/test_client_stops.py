@@ -134,7 +134,8 @@ async def test_an_expired_token_with_no_new_one_stops_with_a_clear_error(
         return None
 
     states: list[State] = []
-    short = mint_token(SECRET, "ben", ["exp:*"], ttl=1)
+    # Long enough to outlive the first connect on a loaded machine, short enough to end here.
+    short = mint_token(SECRET, "ben", ["exp:*"], ttl=3)
     async with Client(
         node.url,
         token=short,

@@ -58,7 +58,17 @@ class Flusher:
         self._scheduled = False
         dirty, self._dirty = self._dirty, []
         for conn in dirty:
+            # The common case inline (one write of a small queue to a transport that takes
+            # it): at 100,000 deliveries/s each call saved here is a few percent of a core.
+            conn._dirty = False
+            queue = conn._queue
             try:
+                if conn._bytes <= FLUSH_BYTES and conn._closing is None and not conn.closed:
+                    if queue and conn._fast.writable():
+                        conn._fast.write(queue[0] if len(queue) == 1 else b"".join(queue))
+                        queue.clear()
+                        conn._bytes = 0
+                    continue
                 conn.flush()
             except Exception as exc:
                 conn._failed(exc)
@@ -88,7 +98,23 @@ class DirectConnection(Connection):
         self._enqueue(text_frame(text.encode()))
 
     def push_frame(self, frame: SharedFrame) -> None:
-        self._enqueue(frame.wire)
+        # Called once per delivery: every attribute read and call here is multiplied by the
+        # fan-out, so a frame onto an empty queue (nearly every delivery below saturation)
+        # is queued and marked for the tick's flush inline.
+        queue = self._queue
+        if queue or self.closed or self._closing is not None:
+            self._enqueue(frame.wire)
+            return
+        data = frame.wire
+        queue.append(data)
+        self._bytes = len(data)
+        if not self._dirty:
+            self._dirty = True
+            flusher = self._flusher
+            flusher._dirty.append(self)
+            if not flusher._scheduled:
+                flusher._scheduled = True
+                asyncio.get_running_loop().call_soon(flusher._run)
 
     def _enqueue(self, data: bytes) -> None:
         if self.closed or self._closing is not None:

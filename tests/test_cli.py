@@ -34,6 +34,7 @@ FLAGS = {
     "--allowed-origins": "(any origin)",
     "--api-key": "(none: API off)",
     "--drain-seconds": "10",
+    "--shutdown-grace": "15",
     "--fast-path": "fast-path",
     "--log-level": "info",
     "--log-format": "text",

@@ -10,7 +10,9 @@ second signal falls back to uvicorn's forced exit.
 With ``--workers N`` a small supervisor binds the port once, starts N spawned processes that
 each run a :class:`DrainingServer` on the shared socket, and forwards each signal it receives
 to them: each worker drains itself. Workers sit in their own process group, so a terminal's
-Ctrl+C reaches them once, through the supervisor, and not twice.
+Ctrl+C reaches them once, through the supervisor, and not twice. A worker still running
+``--drain-seconds`` plus ``--shutdown-grace`` after the first signal is killed, so that the
+supervisor always exits.
 """
 
 from __future__ import annotations
@@ -224,9 +226,27 @@ def forget_worker(pid: int | None) -> None:
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
+def kill_stragglers(procs: list[multiprocessing.process.BaseProcess], grace: float) -> None:
+    """SIGKILL the workers still running ``grace`` seconds after they were asked to stop."""
+    for proc in procs:
+        if proc.pid is None or proc.exitcode is not None:
+            continue
+        log.error(
+            "worker %d did not exit within %g s of the signal (--drain-seconds plus "
+            "--shutdown-grace): killing it (SIGKILL)",
+            proc.pid,
+            grace,
+        )
+        with contextlib.suppress(ProcessLookupError):  # it may have just exited
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.join(5)  # SIGKILL ends even a stopped process; reap it
+        forget_worker(proc.pid)
+
+
 def supervise(config: ServeConfig) -> int:
     """Start ``config.workers`` processes on one socket; forward signals; replace a worker
-    that dies unexpectedly; exit 0 when every worker drained and exited 0."""
+    that dies unexpectedly; exit 0 when every worker drained and exited 0, 1 when one did not
+    (a worker killed for outliving the drain and ``shutdown_grace`` among them)."""
     uv = uvicorn_config(config, "wshub")  # binds the socket and configures the parent's log
     sock = uv.bind_socket()
     warn_if_open(config)
@@ -241,8 +261,15 @@ def supervise(config: ServeConfig) -> int:
     metrics_dir = shared_metrics_dir()
     procs = [start() for _ in range(config.workers)]
     signals: list[int] = []
+    # A worker frozen (SIGSTOP), or stuck in its drain or a broker call, would keep the
+    # supervisor waiting forever; the service manager would then kill everything unlogged.
+    grace = config.drain_seconds + config.shutdown_grace
+    deadline = float("inf")
 
     def forward(sig: int, frame: FrameType | None) -> None:
+        nonlocal deadline
+        if not signals:
+            deadline = time.monotonic() + grace
         signals.append(sig)
         for proc in procs:
             if proc.pid is not None and proc.exitcode is None:
@@ -255,6 +282,8 @@ def supervise(config: ServeConfig) -> int:
         while any(p.exitcode is None for p in procs):
             time.sleep(0.2)
             if signals:
+                if time.monotonic() >= deadline:
+                    kill_stragglers(procs, grace)
                 continue
             for i, proc in enumerate(procs):
                 if proc.exitcode is None:

@@ -106,6 +106,13 @@ class ServeConfig(Settings):
         group="stop",
         minimum=0,
     )
+    shutdown_grace: float = setting(
+        15,
+        "With --workers: seconds past --drain-seconds a worker has to exit after the signal; "
+        "one still running then is killed (SIGKILL) and the supervisor exits 1.",
+        group="stop",
+        minimum=0,
+    )
     jwt_secret: str = _access(
         "HS256 secret (at least 32 bytes): clients need a JWT.", "none: open mode"
     )

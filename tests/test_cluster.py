@@ -94,11 +94,45 @@ async def test_a_channels_keys_share_one_slot_and_its_messages_one_shard(
 
 
 def _spublished(port: int) -> int:
-    """SPUBLISH calls a master ran, scripts' included (INFO commandstats)."""
+    """SPUBLISH calls a master ran, scripts' included."""
+    return _calls(port, "spublish")
+
+
+def _calls(port: int, name: str) -> int:
+    """Calls of a command a node ran (INFO commandstats: ``script|load`` for SCRIPT LOAD)."""
     for line in command(port, "INFO", "commandstats").splitlines():
-        if line.startswith("cmdstat_spublish:"):
+        if line.startswith(f"cmdstat_{name}:"):
             return int(line.split("calls=")[1].split(",")[0])
     return 0
+
+
+async def test_a_script_unknown_again_after_its_reload_is_the_callers_error(
+    redis: RedisCluster,
+) -> None:
+    """A master that does not know a script (a promoted replica) gets it loaded and run again,
+    once: a second NOSCRIPT is raised, not retried for ever."""
+    from redis.asyncio.cluster import RedisCluster as ClusterClient
+    from redis.exceptions import NoScriptError
+
+    from wshub.brokers.redis.replication import run_replicated
+
+    key = "noscript:{twice}"
+    master = redis.master_of(key)
+    assert redis.replicas_of(master)  # the replicated path: EVALSHA and WAIT in one pipeline
+    client = ClusterClient(host="127.0.0.1", port=master)
+    await client.initialize()
+    try:
+        script = client.register_script("return 1")
+        # What reloading loads no longer has the script's sha: each EVALSHA gets NOSCRIPT, as
+        # when the cache is flushed between the reload and the second try.
+        script.script = "return 2"
+        redis.cmd(master, "CONFIG", "RESETSTAT")
+        with pytest.raises(NoScriptError):
+            await run_replicated(client, script, [key], [], 100)
+        assert _calls(master, "evalsha") == 2
+        assert _calls(master, "script|load") == 1
+    finally:
+        await client.aclose()
 
 
 async def test_a_cluster_that_cannot_be_reached_is_unavailable() -> None:

@@ -29,18 +29,19 @@ async def run_replicated(
     nodes = cluster.nodes_manager.slots_cache.get(cluster.keyslot(keys[0])) or []
     if len(nodes) < 2:
         return await script(keys=keys, args=args)
-    for attempt in range(2):
+
+    async def attempt() -> Any:
         async with cluster.pipeline(transaction=False) as pipe:
             # By name: redis-py refuses pipe.evalsha on a cluster, for fear of multi-slot scripts.
             pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
             pipe.execute_command("WAIT", 1, wait_ms, target_nodes=nodes[0])
-            try:
-                result, _ = await pipe.execute()
-            except NoScriptError:
-                # A replica promoted since: its script cache is empty. The script did not run.
-                if attempt:
-                    raise
-                await cluster.script_load(script.script)
-                continue
-        return result
-    raise AssertionError("unreachable")  # pragma: no cover
+            result, _ = await pipe.execute()
+            return result
+
+    try:
+        return await attempt()
+    except NoScriptError:
+        # A replica promoted since: its script cache is empty. The script did not run.
+        await cluster.script_load(script.script)
+    # Once: a script unknown again (the cache flushed meanwhile) is the caller's error.
+    return await attempt()

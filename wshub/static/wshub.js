@@ -571,18 +571,7 @@ export class WshubClient {
     const resuming = ch.resuming;
     ch.resuming = false;
     if (frame.recovered) return;
-    const last = { offset: ch.offset, epoch: ch.epoch };
-    ch.offset = frame.offset;
-    ch.epoch = frame.epoch;
-    if (resuming) {
-      this._emit("resync", {
-        channel: frame.channel,
-        offset: frame.offset,
-        epoch: frame.epoch,
-        lastOffset: last.offset,
-        lastEpoch: last.epoch,
-      });
-    }
+    this._resync(ch, frame, resuming);
   }
 
   /** The server joined this connection to a channel. One the client already had (its token's
@@ -595,17 +584,20 @@ export class WshubClient {
       this._emit("subscribed", frame);
       return;
     }
-    const last = { offset: ch.offset, epoch: ch.epoch };
+    const missed = ch.offset != null && (ch.epoch !== frame.epoch || ch.offset < frame.offset);
+    this._resync(ch, frame, missed);
+  }
+
+  /** Take the server's position for a channel; when messages between the one the client had
+   * and it are lost to the client (`missed`), say so with a "resync". */
+  _resync(ch, frame, missed) {
+    const lastOffset = ch.offset;
+    const lastEpoch = ch.epoch;
     ch.offset = frame.offset;
     ch.epoch = frame.epoch;
-    if (last.offset != null && (last.epoch !== frame.epoch || last.offset < frame.offset)) {
-      this._emit("resync", {
-        channel: frame.channel,
-        offset: frame.offset,
-        epoch: frame.epoch,
-        lastOffset: last.offset,
-        lastEpoch: last.epoch,
-      });
+    if (missed) {
+      const { channel, offset, epoch } = frame;
+      this._emit("resync", { channel, offset, epoch, lastOffset, lastEpoch });
     }
   }
 

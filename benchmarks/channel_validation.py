@@ -24,8 +24,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
-from benchmarks.frame_cost import _Silent
 from wshub import Hub, Settings
+from wshub.core.null_socket import NullSocket
 
 
 class Status(StrEnum):
@@ -58,8 +58,8 @@ async def measure(publications: int, rounds: int) -> dict[str, list[float]]:
     hub.channel("routed:{n}")
     hub.channel("typed:{n}", model=OrderEvent)
     await hub.start()
-    publisher = hub.connect("bench", _Silent())
-    subscriber = hub.connect("reader", _Silent())
+    publisher = hub.connect("bench", NullSocket())
+    subscriber = hub.connect("reader", NullSocket())
     loop = asyncio.get_running_loop()
     runs: dict[str, Callable[[], Awaitable[None]]] = {}
     for case, channel in CASES.items():

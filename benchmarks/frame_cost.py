@@ -18,27 +18,13 @@ import statistics
 import time
 
 from wshub import Hub, Settings
-
-
-class _Silent:
-    """A link that takes every frame and writes nothing."""
-
-    fast = None
-
-    async def send_text(self, text: str) -> None:
-        pass
-
-    async def close(self, code: int, reason: str) -> None:
-        pass
-
-    def drop(self, code: int, reason: str) -> None:
-        pass
+from wshub.core.null_socket import NullSocket
 
 
 async def measure(frames: int, rounds: int) -> list[float]:
     hub = Hub("memory://", Settings(queue_size=10**7))
     await hub.start()
-    conn = hub.connect("bench", _Silent())
+    conn = hub.connect("bench", NullSocket())
     text = json.dumps({"type": "publish", "channel": "c", "data": {"x": 1}, "id": 1})
     # Older hubs take no deadline: the same script measures both, side by side.
     bounded = "deadline" in inspect.signature(hub.handle_text).parameters

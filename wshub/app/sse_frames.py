@@ -24,6 +24,7 @@ from wshub import protocol
 from wshub.core import serving
 from wshub.core.auth import Identity
 from wshub.core.connection import Connection
+from wshub.core.null_socket import NullSocket
 from wshub.core.ratelimit import RateLimiter
 from wshub.protocol import ErrorCode
 from wshub.protocol.wire import SharedFrame
@@ -89,19 +90,6 @@ class _Reply(Connection):
         self.closed = True
 
 
-class _NoSocket:
-    fast = None
-
-    async def send_text(self, text: str) -> None:
-        pass
-
-    async def close(self, code: int, reason: str) -> None:
-        pass
-
-    def drop(self, code: int, reason: str) -> None:
-        pass
-
-
 def _reply(text: str) -> Response:
     head = msgspec.json.decode(text, type=dict[str, Any])
     status = STATUS.get(head.get("code", ""), 500) if head.get("type") == "error" else 200
@@ -155,7 +143,7 @@ def frame_endpoint(hub: Hub, handshake: Handshake) -> Callable[[Request], Any]:
         conn = _Reply(
             secrets.token_hex(8),
             identity.user,
-            _NoSocket(),
+            NullSocket(),
             1,
             lambda _: None,
             limiter(identity.user),

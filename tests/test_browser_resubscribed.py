@@ -27,7 +27,7 @@ POSITIONS = [(1, "e"), (1, "e"), (4, "e"), (4, "f")]
 
 class Resubscriber:
     """Welcomes a client, subscribes it to ``news`` at the next of :data:`POSITIONS`, answers
-    its joins, and closes each connection but the last with 1011 (the client reconnects)."""
+    its join, and closes each connection but the last with 1011 (the client reconnects)."""
 
     def __init__(self) -> None:
         self.port = free_port()
@@ -41,15 +41,15 @@ class Resubscriber:
         await ws.send(json.dumps(welcome))
         await ws.send(json.dumps({"type": "subscribed", "channel": "news", "offset": offset,
                                   "epoch": epoch}))  # fmt: skip
-        async for raw in ws:
-            frame = json.loads(raw)
-            if frame["type"] != "join":
-                continue
-            joined = {"type": "joined", "id": frame["id"], "channel": frame["channel"],
-                      "offset": 0, "epoch": "j", "recovered": "since" in frame}  # fmt: skip
-            await ws.send(json.dumps(joined))
-            if self.connections < len(POSITIONS):
-                await ws.close(1011, "again")
+        join = json.loads(await ws.recv())  # the client's one frame: its join (again)
+        assert join["type"] == "join", join
+        joined = {"type": "joined", "id": join["id"], "channel": join["channel"],
+                  "offset": 0, "epoch": "j", "recovered": "since" in join}  # fmt: skip
+        await ws.send(json.dumps(joined))
+        if self.connections < len(POSITIONS):
+            await ws.close(1011, "again")
+        else:
+            await ws.wait_closed()
 
 
 async def test_a_channel_subscribed_again_further_on_or_in_a_new_epoch_is_a_resync(

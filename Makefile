@@ -14,7 +14,7 @@ RUNTIME      := $(VENV)/.installed-runtime
 STAMP        := $(VENV)/.installed-dev
 
 # The fast path against the lowest dependencies pyproject.toml allows (uvicorn's internals
-# above all, which wshub/transport/uvicorn_ws.py and uvicorn_http.py subclass; redis-py, whose
+# above all, which wshub/transport/owned.py and uvicorn_http.py build on; redis-py, whose
 # older pool wshub/brokers/redis/link.py works around; FastAPI, whose APIKeyHeader the API key
 # dependency subclasses, and whose solve_dependencies channel checks call): a second venv from
 # the `lowest` lock, running the tests of the transport, of the Redis broker, of the API key and
@@ -112,10 +112,10 @@ test-fast: lint typecheck system-deps $(JS_CLIENT)/node_modules/.package-lock.js
 	$(PY) -m pytest -q $(PARALLEL) -m "not slow"
 
 test-lowest: $(LOW_STAMP) system-deps
-	@# Else wshub would fall back to the ASGI path and the fast-path tests would test that.
-	$(LOW_PY) -c 'import uvicorn, websockets; from wshub.transport.uvicorn_check import missing_internals as m; \
+	@# Else `wshub serve` would refuse to start on the lowest uvicorn pyproject.toml allows.
+	$(LOW_PY) -c 'import uvicorn, websockets; from wshub.transport.uvicorn_internals import missing_internals as m; \
 		print("lowest: uvicorn", uvicorn.__version__, "websockets", websockets.__version__); \
-		assert not m(), f"the fast path would be off: missing {m()}"'
+		assert not m(), f"wshub serve would not start: missing {m()}"'
 	$(LOW_PY) -m pytest -q -p no:cacheprovider $(LOW_TESTS)
 
 # The TypeScript program that tests the npm package wshub/static (tests/test_js_package.py).

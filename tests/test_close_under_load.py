@@ -249,7 +249,7 @@ async def test_after_a_frame_over_the_cap_the_server_reads_on_until_the_close_ti
         session, _ = await opened(hub)
         protocol, transport = session.protocol, session.transport
         protocol.close_timeout = 0.2
-        cap = protocol.config.ws_max_size
+        cap = session.config.ws_max_size
         header = b"\x81\xff" + (2 * cap).to_bytes(8) + b"\0\0\0\0"
         protocol.data_received(header + b"x" * 100_000)
         closes = [f for f in session.received() if f.opcode is Opcode.CLOSE]

@@ -1,6 +1,6 @@
-"""DirectConnection, Flusher and wshub's uvicorn protocol, against a fake transport.
+"""DirectConnection, Flusher and wshub's own WebSocket transport, against a fake socket.
 
-The real protocol class, the real hub and app, the real websockets sans-I/O parser on both
+The real transport class, the real hub and app, the real websockets sans-I/O parser on both
 sides; only the socket is replaced (tests/transport_support.py), so that a test can stop the
 peer's reading, break a transport, or look at every byte written after a close frame.
 """
@@ -61,7 +61,7 @@ async def test_no_data_frame_follows_a_peer_initiated_close(hub: Hub) -> None:
     conn.push("x" * 70_000)  # fills the transport past its high-water mark
     await until(lambda: transport.paused)
     session.client.send_close(1000)
-    session.send_client()  # uvicorn writes the close reply itself
+    session.send_client()  # the transport writes the close reply itself
     for i in range(5):  # the hub fans out until it learns of the close
         conn.push_frame(SharedFrame(json.dumps({"n": i})))
     session.protocol.resume_writing()  # a drain flushes what is queued
@@ -76,7 +76,7 @@ async def test_no_data_frame_follows_the_shutdown_close(hub: Hub) -> None:
     transport.reading = False
     conn.push("x" * 70_000)
     await until(lambda: transport.paused)
-    session.protocol.shutdown()  # uvicorn's 1012, written without close_sent
+    session.protocol.shutdown()  # uvicorn's shutdown: the transport writes 1012
     conn.push_frame(SharedFrame('{"late":1}'))
     session.protocol.resume_writing()
     transport.drain()
@@ -91,7 +91,7 @@ async def test_drop_cuts_off_a_peer_whose_close_was_handed_over(hub: Hub) -> Non
     await until(lambda: transport.paused)
     await asyncio.sleep(0)  # the queue is written: empty, and the transport full
     assert conn.queued == 0
-    conn.close(1001, "going away")  # handed to uvicorn, whose send waits for the buffer
+    conn.close(1001, "going away")  # written past the full buffer, the peer not reading it
     await asyncio.sleep(0.05)
     assert conn.closed and not transport.aborted.is_set()
     conn.drop(1001, "draining")

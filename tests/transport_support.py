@@ -1,4 +1,4 @@
-"""wshub's real uvicorn protocol and the real wshub app over a fake transport.
+"""wshub's own WebSocket transport and the real wshub app over a fake transport.
 
 :class:`FakeTransport` behaves like asyncio's socket transport where it matters here: a write
 buffer with a high-water mark that calls ``pause_writing``/``resume_writing`` on the protocol,
@@ -21,7 +21,7 @@ from websockets.uri import parse_uri
 from wshub import Hub
 from wshub.app.server import create_app
 from wshub.core.connection import Connection
-from wshub.transport.uvicorn_ws import WshubWebSocketProtocol
+from wshub.transport.owned import WshubTransport
 
 HIGH_WATER = 65_536
 LOW_WATER = HIGH_WATER // 4  # asyncio's default low-water mark
@@ -121,14 +121,15 @@ class FakeTransport(asyncio.Transport):
 
 
 class Session:
-    """One client of a real hub through the real protocol on a fake transport."""
+    """One client of a real hub through the real transport on a fake socket."""
 
     def __init__(self, hub: Hub, path: str = "/ws?user=ann") -> None:
         config = Config(create_app(hub), ws="none", lifespan="off", log_config=None)
         config.load()
         loop = asyncio.get_running_loop()
         self.hub = hub
-        self.protocol = WshubWebSocketProtocol(config, ServerState(), {}, _loop=loop)
+        self.config = config
+        self.protocol = WshubTransport(config, ServerState(), {}, _loop=loop)
         self.transport = FakeTransport(self.protocol)
         self.protocol.connection_made(self.transport)
         self.client = ClientProtocol(parse_uri(f"ws://127.0.0.1:8000{path}"))

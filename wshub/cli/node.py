@@ -40,6 +40,7 @@ from wshub.cli.logs import log_config
 from wshub.cli.options import ServeConfig, token_verifier
 from wshub.transport.owned import WshubTransport
 from wshub.transport.uvicorn_http import http_protocol
+from wshub.transport.uvicorn_internals import check_uvicorn
 
 __all__ = ["DrainingServer", "run"]
 
@@ -197,6 +198,10 @@ def is_loopback(host: str) -> bool:
 
 def run(config: ServeConfig) -> int:
     """``wshub serve``: one node in this process, or a supervisor of ``workers`` processes."""
+    problem = check_uvicorn()
+    if problem is not None:  # before a worker starts: each would fail the same way
+        print(f"error: {problem}", file=sys.stderr)
+        return STARTUP_FAILURE
     if config.workers == 1:
         return serve_node(config)
     return supervise(config)

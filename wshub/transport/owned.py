@@ -29,9 +29,9 @@ from websockets.server import ServerProtocol
 
 from wshub.transport.handshake import Refusal
 from wshub.transport.owned_frames import LiveWebSocket
+from wshub.transport.owned_refusal import refusal_response
 from wshub.transport.owned_routes import OwnedEndpoint, routes_of
 from wshub.transport.sessions import spawn
-from wshub.transport.uvicorn_ws import refusal_response
 
 __all__ = ["WshubTransport"]
 

@@ -34,7 +34,9 @@ from wshub.transport.sessions import OwnedSession, spawn
 __all__ = ["LiveWebSocket"]
 
 RATE_HOLD = MAX_PAUSE / 2
-"""Seconds a peer's reading is held back after a ping over its rate (as in uvicorn_ws)."""
+"""Seconds a peer's reading is held back after a ping over its rate: half the second in which
+its bucket pays off a full debt (a burst is one second's worth), so that a flood stays in debt
+and still ends in 1008."""
 
 _PONG = b"\x8a"  # FIN + opcode 10: the first byte of every pong websockets writes
 _TEXT, _BINARY, _CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT

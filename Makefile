@@ -24,7 +24,7 @@ LOW_PY    := $(LOW_VENV)/bin/python
 LOW_STAMP := $(LOW_VENV)/.installed
 LOW_TESTS := tests/test_fast_path.py tests/test_delivery.py tests/test_ws_protocol.py \
 	tests/test_http_limits.py $(wildcard tests/test_uvicorn*.py tests/test_transport*.py) \
-	tests/test_owned_transport.py \
+	tests/test_owned_transport.py tests/test_proxy_headers.py \
 	tests/test_redis_broker.py tests/test_redis_broker_faults.py tests/test_api_key.py \
 	tests/test_channel_routes.py tests/test_channel_validation.py
 

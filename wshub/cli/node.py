@@ -127,6 +127,8 @@ def uvicorn_config(config: ServeConfig, app: Any) -> uvicorn.Config:
         ws_per_message_deflate=False,
         ws_ping_interval=config.ping_interval or None,
         ws_ping_timeout=config.ping_timeout or None,
+        proxy_headers=config.proxy_headers,
+        forwarded_allow_ips=config.forwarded_allow_ips,
         log_level=config.log_level,
         log_config=log_config(config.log_level, config.log_format),
         lifespan="on",

@@ -99,6 +99,18 @@ class ServeConfig(Settings):
         "limit); beyond it the oldest is closed.",
         minimum=1,
     )
+    proxy_headers: bool = setting(
+        True,
+        "Take the client's address and scheme from X-Forwarded-For and X-Forwarded-Proto "
+        "when the peer is one of --forwarded-allow-ips (uvicorn's rule, on every path).",
+        group="http",
+    )
+    forwarded_allow_ips: str = setting(
+        "127.0.0.1,::1",
+        "Comma-separated addresses and networks (10.0.0.0/8) of the proxies trusted with "
+        "X-Forwarded-For; '*' trusts any peer.",
+        group="http",
+    )
     drain_seconds: float = setting(
         10,
         "On SIGTERM/SIGINT, seconds over which clients are closed with 1001, in batches, so "

@@ -27,6 +27,7 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from wshub.transport.forwarded import forwarded_of
 from wshub.transport.handshake import Refusal
 from wshub.transport.owned_frames import LiveWebSocket
 from wshub.transport.owned_refusal import refusal_response
@@ -176,10 +177,11 @@ class WshubTransport(LiveWebSocket):
             spawn(self._start_then_accept(endpoint, response, scope, admitted))
 
     def _scope(self, request: Request) -> dict[str, Any]:
-        """What the endpoint reads of the request, in ASGI's shape; dropped once open."""
+        """What the endpoint reads of the request, in ASGI's shape; dropped once open. The
+        client and scheme are the proxy's word for them where uvicorn would take it."""
         raw_path, _, query = request.path.partition("?")
         transport = self.transport
-        return {
+        scope = {
             "type": "websocket",
             "path": unquote(raw_path),
             "query_string": query.encode("latin-1"),
@@ -200,6 +202,8 @@ class WshubTransport(LiveWebSocket):
             "http_version": "1.1",
             "subprotocols": [],
         }
+        forwarded_of(self._config).apply(scope)
+        return scope
 
     def _refuse(self, refusal: Refusal) -> None:
         ws = self.ws

@@ -143,9 +143,10 @@ $(VENV)/.installed-peers: pyproject.toml | $(STAMP)
 $(NODE_WS)/node_modules/.package-lock.json: $(NODE_WS)/package.json $(NODE_WS)/package-lock.json
 	cd $(NODE_WS) && npm ci --no-audit --no-fund
 
-# 19,000 connections on one process, then 100,000 across --workers 6 on Redis: RSS per
-# connection, connect rate, one publication's reach (docs/performance.md). Minutes, and
-# gigabytes of RAM; not part of `make test`.
+# 19,000 connections on one process, then 100,000 across --workers 6 on a redis-server it
+# starts: RSS per connection, connect rate, rounds of one publication per channel of 100
+# (docs/performance.md). Each prints what it needs of the host first and refuses a run that
+# cannot fit. A few minutes each and a few GB of RAM, on a quiet machine; not part of `make test`.
 bench-connections: $(STAMP) system-deps
 	$(PY) -m benchmarks.connections --connections 19000 --workers 1
 	$(PY) -m benchmarks.connections --connections 100000 --workers 6

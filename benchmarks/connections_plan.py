@@ -141,7 +141,8 @@ def make(
     available_mb = meminfo_kb("MemAvailable") / 1024
     if memory_mb > 0.9 * available_mb:
         problems.append(f"about {memory_mb:.0f} MB needed, {available_mb:.0f} MB available")
-    cpu_s = connections * (SERVER_MS[workers > 1] + GENERATOR_MS + REDIS_MS * (workers > 1))
+    ms = SERVER_MS[workers > 1] + GENERATOR_MS + REDIS_MS * (workers > 1)
+    cpu_s = connections * ms / 1000
     expected = {
         "open_files_limit_per_process": hard,
         "per_worker": {"connections": share, "max_connections": max_connections},

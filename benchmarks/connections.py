@@ -16,8 +16,9 @@ each join sends ``member_joined`` to every member already there, n²/2 frames in
 million at 19,000), and wshub has no setting that turns presence events off. With channels of
 100, presence costs about 50 frames per connection: linear.
 
-A round of publications is one ``publish`` to every channel, all written at once by a few
-publisher connections (the HTTP API has no batch endpoint). The reach of a round is the time
+A round of publications is one ``publish`` to every channel, each from a publisher
+connection of its own (``--per-publisher`` more: a connection's frames are served in order,
+and the HTTP API has no batch endpoint), all written at once. The reach of a round is the time
 from that write to the last receiver's arrival; p50 and p99 of the arrivals go with it.
 ``--rounds`` rounds; their medians are reported.
 
@@ -48,10 +49,11 @@ from benchmarks.connections_plan import Plan
 from benchmarks.connections_processes import (
     Generators,
     Redis,
+    accepted,
+    clients,
     cpu_now,
     free_port,
     phase,
-    sockets,
     start_redis,
     until_ready,
     workers_of,
@@ -60,9 +62,6 @@ from benchmarks.connections_report import Phase, one_round, rounds_summary
 from wshub.bench.procstat import rss_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
-PER_PUBLISHER = 250
-"""Publications one publisher connection writes per round: its acks stay well under wshub's
-outbound queue of 1,024 frames."""
 CORES = os.cpu_count() or 1
 
 
@@ -107,10 +106,9 @@ def _measure(
     workers = workers_of(server, args.workers)
     _say(f"server up: {len(workers)} worker(s)")
     before = {w: rss_bytes(w, tree=False) for w in workers}
-    idle = {w: sockets(w) for w in workers}  # listening, Redis links: not clients
     generators = Generators(plan)
     try:
-        return _with_generators(args, plan, workers, shared, generators, before, idle)
+        return _with_generators(args, plan, workers, shared, generators, before)
     finally:
         generators.stop()
 
@@ -122,7 +120,6 @@ def _with_generators(
     shared: Redis | None,
     generators: Generators,
     before: dict[int, int],
-    idle: dict[int, int],
 ) -> dict[str, object]:
     redis_before = shared.state() if shared else None
     kernel_before = connections_plan.meminfo_kb("Slab")
@@ -143,7 +140,8 @@ def _with_generators(
         raise RuntimeError(f"no connection was made: see {reports}")
     time.sleep(args.settle)  # let the allocator and the kernel settle before reading RSS
     after = {w: rss_bytes(w, tree=False) for w in workers}
-    held = {w: sockets(w) - idle[w] for w in workers}
+    inodes = accepted(plan.shares[0].port)
+    held = {w: clients(w, inodes) for w in workers}
     kernel_after = connections_plan.meminfo_kb("Slab")
     redis_after = shared.state() if shared else None
     rounds, publish = _rounds(args, plan, workers, shared, generators, total)
@@ -196,7 +194,10 @@ def _rounds(
 ) -> tuple[dict[str, object], Phase]:
     """``args.rounds`` rounds of one publication to every channel; the medians and the CPU."""
     names = [channel_name(c, plan.channels) for c in range(plan.channels)]
-    groups = [names[i : i + PER_PUBLISHER] for i in range(0, len(names), PER_PUBLISHER)]
+    # A connection's frames are served in order, one after the other: one publisher per
+    # channel by default, so that the round measures fan-out, not one connection's queue.
+    each = args.per_publisher
+    groups = [names[i : i + each] for i in range(0, len(names), each)]
     publishers = [Publisher(plan.shares[0].port) for _ in groups]
     figures: list[dict[str, object]] = []
     wall, generator_cpu = 0.0, [0.0] * len(plan.shares)
@@ -242,6 +243,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--generators", type=int, default=2, help="at least; more if needed")
     parser.add_argument("--concurrency", type=int, default=1000, help="handshakes in flight")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of publications")
+    parser.add_argument(
+        "--per-publisher", type=int, default=1, help="publications per publisher connection"
+    )
     parser.add_argument("--redis", help="a Redis URL to use (default: start redis-server)")
     parser.add_argument("--settle", type=float, default=2.0, help="s before reading RSS")
     parser.add_argument("--json", type=Path, help="append the result here")
@@ -257,6 +261,7 @@ def main(argv: list[str] | None = None) -> None:
         args.generators,
         args.concurrency,
         free_port(),
+        math.ceil(channels / args.per_publisher),
     )
     _say(json.dumps({"expected": plan.expected, "warnings": plan.warnings}, indent=2))
     if plan.problems:

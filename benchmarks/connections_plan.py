@@ -82,6 +82,7 @@ def make(
     generators: int,
     concurrency: int,
     port: int,
+    publishers: int = 1,
 ) -> Plan:
     """Split ``connections`` over generator processes and source addresses; check the host."""
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -101,7 +102,7 @@ def make(
         first, address = first + count, address + k
     max_connections = min(connections + 1_000, hard - FD_RESERVE)
     problems, warnings = [], []
-    share = math.ceil(connections / workers)
+    share = math.ceil((connections + publishers) / workers)  # publishers come last
     if share > max_connections:
         problems.append(
             f"{share} connections per worker do not fit under the open-files limit ({hard}): "
@@ -146,6 +147,7 @@ def make(
     expected = {
         "open_files_limit_per_process": hard,
         "per_worker": {"connections": share, "max_connections": max_connections},
+        "publishers": publishers,
         "per_generator": {
             "connections": max(s.count for s in shares),
             "source_addresses": max(len(s.sources) for s in shares),

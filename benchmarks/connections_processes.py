@@ -57,11 +57,26 @@ def workers_of(pid: int, expected: int) -> list[int]:
     ]
 
 
-def sockets(pid: int) -> int:
+def accepted(port: int) -> set[str]:
+    """Socket inodes of the connections accepted on ``port`` (``/proc/net/tcp``; not the
+    listening socket, not a worker's Redis links)."""
+    local = f":{port:04X}"
+    inodes = set()
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            if fields[1].endswith(local) and fields[3] != "0A":  # 0A: LISTEN
+                inodes.add(fields[9])
+    return inodes
+
+
+def clients(pid: int, inodes: set[str]) -> int:
+    """How many of ``inodes`` process ``pid`` holds."""
     count = 0
     for entry in Path(f"/proc/{pid}/fd").iterdir():
         try:
-            count += os.readlink(entry).startswith("socket:")
+            count += os.readlink(entry)[8:-1] in inodes  # "socket:[INODE]"
         except OSError:
             continue
     return count

@@ -72,9 +72,7 @@ def test_a_small_run_on_two_workers_reaches_everyone_every_round(tmp_path: Path)
     result = json.loads(out.read_text())
     assert result["connected"] == 300 and result["failed"] == 0
     assert result["generators"] == 2 and result["workers"] == 2
-    # Every client socket is on some worker (a worker's Redis pool may grow meanwhile).
-    clients = sum(w["clients"] for w in result["per_worker"])
-    assert 300 <= clients <= 300 + 2 * 64
+    assert sum(w["clients"] for w in result["per_worker"]) == 300  # each on one worker
     rounds = result["publication_rounds"]
     assert rounds["complete_rounds"] == 2
     for each in rounds["each"]:

@@ -159,6 +159,9 @@ def _with_generators(
         "generators": len(plan.shares),
         "channels": plan.channels,
         "connected": total,
+        "source_addresses": sorted(
+            set(inodes.values()), key=lambda a: [int(n) for n in a.split(".")]
+        ),
         "failed": sum(int(r["failed"]) for r in reports),
         "retries": sum(int(r["retries"]) for r in reports),
         "refused": sum(int(r["refused"]) for r in reports),

@@ -57,21 +57,22 @@ def workers_of(pid: int, expected: int) -> list[int]:
     ]
 
 
-def accepted(port: int) -> set[str]:
-    """Socket inodes of the connections accepted on ``port`` (``/proc/net/tcp``; not the
-    listening socket, not a worker's Redis links)."""
+def accepted(port: int) -> dict[str, str]:
+    """The connections accepted on ``port``: socket inode to the peer's address, from
+    ``/proc/net/tcp`` (established: not the listening socket, not a worker's Redis links)."""
     local = f":{port:04X}"
-    inodes = set()
+    peers = {}
     with open("/proc/net/tcp") as table:
         next(table)
         for line in table:
             fields = line.split()
-            if fields[1].endswith(local) and fields[3] != "0A":  # 0A: LISTEN
-                inodes.add(fields[9])
-    return inodes
+            if fields[1].endswith(local) and fields[3] == "01":  # ESTABLISHED
+                peer = bytes.fromhex(fields[2].split(":")[0])[::-1]  # little-endian hex
+                peers[fields[9]] = ".".join(str(b) for b in peer)
+    return peers
 
 
-def clients(pid: int, inodes: set[str]) -> int:
+def clients(pid: int, inodes: dict[str, str]) -> int:
     """How many of ``inodes`` process ``pid`` holds."""
     count = 0
     for entry in Path(f"/proc/{pid}/fd").iterdir():

@@ -33,10 +33,12 @@ the generators and Redis during each phase, with a verdict on who was the limit.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -59,7 +61,7 @@ from benchmarks.connections_processes import (
     workers_of,
 )
 from benchmarks.connections_report import Phase, one_round, rounds_summary
-from wshub.bench.procstat import rss_bytes
+from wshub.bench.procstat import process_tree, rss_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 CORES = os.cpu_count() or 1
@@ -87,11 +89,14 @@ def run(args: argparse.Namespace, plan: Plan) -> dict[str, object]:
         result["server_log"] = log.name
         return result
     finally:
+        tree = process_tree(server.pid)
         server.terminate()
         try:
             server.wait(120)
         except subprocess.TimeoutExpired:
-            server.kill()
+            for pid in tree:  # the workers too: each sits in a process group of its own
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             server.wait()
         if redis_proc is not None:
             redis_proc.terminate()
@@ -249,7 +254,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--per-publisher", type=int, default=1, help="publications per publisher connection"
     )
-    parser.add_argument("--redis", help="a Redis URL to use (default: start redis-server)")
+    parser.add_argument(
+        "--redis", help="with --workers > 1, a Redis URL to use (default: start redis-server)"
+    )
     parser.add_argument("--settle", type=float, default=2.0, help="s before reading RSS")
     parser.add_argument("--json", type=Path, help="append the result here")
     args = parser.parse_args(argv)

@@ -40,8 +40,9 @@ SOURCES := wshub tests benchmarks examples
 
 # Most tests wait on real processes and sockets, so two pytest-xdist workers fill the two cores.
 # A module stays on one worker (loadfile): its shared server and its timed tests stay together.
+# Modules go out longest first (tests/conftest.py), not most tests first (xdist's reorder).
 # PARALLEL= runs everything in one process.
-PARALLEL ?= -n 2 --dist loadfile
+PARALLEL ?= -n 2 --dist loadfile --no-loadscope-reorder
 JS_CLIENT := tests/js/client
 JS_RECIPES := tests/js/recipes
 

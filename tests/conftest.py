@@ -76,8 +76,10 @@ def make_server() -> Iterator[ServerFactory]:
         return proc
 
     yield make
+    for proc in started:  # all at once: each node takes a moment to shut down
+        proc.interrupt()
     for proc in started:
-        proc.stop()
+        proc.reap()
 
 
 @pytest.fixture

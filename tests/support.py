@@ -87,8 +87,17 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self) -> None:
+        self.interrupt()
+        self.reap()
+
+    def interrupt(self) -> None:
+        """Ask the node to shut down (one SIGINT: a second one would force its exit)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
+
+    def reap(self) -> None:
+        """Wait for an interrupted node to exit; kill it after 10 s."""
+        if self.proc is not None and self.proc.returncode is None:
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:

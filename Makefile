@@ -18,7 +18,7 @@ STAMP        := $(VENV)/.installed-dev
 # older pool wshub/brokers/redis/link.py works around; FastAPI, whose APIKeyHeader the API key
 # dependency subclasses, and whose solve_dependencies channel checks call): a second venv from
 # the `lowest` lock, running the tests of the transport, of the Redis broker, of the API key and
-# of channel routes.
+# of channel routes. On the same two workers as the whole suite: they wait on sockets and Redis.
 LOW_VENV  := .venv-lowest
 LOW_PY    := $(LOW_VENV)/bin/python
 LOW_STAMP := $(LOW_VENV)/.installed
@@ -117,7 +117,7 @@ test-lowest: $(LOW_STAMP) system-deps
 	$(LOW_PY) -c 'import uvicorn, websockets; from wshub.transport.uvicorn_internals import missing_internals as m; \
 		print("lowest: uvicorn", uvicorn.__version__, "websockets", websockets.__version__); \
 		assert not m(), f"wshub serve would not start: missing {m()}"'
-	$(LOW_PY) -m pytest -q -p no:cacheprovider $(LOW_TESTS)
+	$(LOW_PY) -m pytest -q -p no:cacheprovider $(PARALLEL) $(LOW_TESTS)
 
 # The TypeScript program that tests the npm package wshub/static (tests/test_js_package.py).
 $(JS_CLIENT)/node_modules/.package-lock.json: $(JS_CLIENT)/package.json $(JS_CLIENT)/package-lock.json

@@ -174,11 +174,14 @@ def test_procstat_sums_a_process_tree() -> None:
 
 
 def test_compare_runs_a_round_and_writes_the_table_and_chart(tmp_path: Path) -> None:
+    # Two windows and one offered load, not the default three and two: each measurement starts
+    # a publisher process, and two windows still make a table of several rows per server.
     md, png = tmp_path / "performance.md", tmp_path / "performance.png"
     md.write_text("# Performance\n\nintro kept\n")
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.compare", "--rounds", "1", "--receivers", "10",
-         "--duration", "0.3", "--idle", "20", "--settle", "0.1", "--only", "wshub,tutorial",
+         "--duration", "0.3", "--windows", "4,64", "--offered", "5000", "--idle", "20",
+         "--settle", "0.1", "--only", "wshub,tutorial",
          "--md", str(md), "--png", str(png)],
         capture_output=True, text=True, timeout=90, cwd=ROOT,
         env={**os.environ, "TMPDIR": str(tmp_path)},  # its bench-*.log files go there
@@ -189,4 +192,6 @@ def test_compare_runs_a_round_and_writes_the_table_and_chart(tmp_path: Path) -> 
     for label in ("wshub (`wshub serve`)", "FastAPI tutorial"):
         assert label in text
     assert "idle KB/conn at 20" in text
+    assert "Saturation, N = 10 receivers, by publications in flight:" in text
+    assert "Equal offered load, N = 10 receivers:" in text
     assert png.read_bytes()[:4] == b"\x89PNG"

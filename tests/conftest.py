@@ -18,15 +18,15 @@ ServerFactory = Callable[..., ServerProcess]
 # --no-loadscope-reorder, which would put the modules with the most tests first). Only the
 # order: a stale entry costs balance, never a test.
 LONGEST_FIRST = (
-    "test_state_caps",
+    "test_docs",
     "test_faults_redis",
     "test_redis",
+    "test_state_caps",
+    "test_bench",
     "test_delivery",
     "test_stalls",
     "test_sse_browser",
-    "test_bench",
     "test_drain",
-    "test_docs",
     "test_cluster_one",
     "test_channel_types",
     "test_bench_auth",

@@ -76,6 +76,8 @@ class ServerProcess:
                         return self
             except OSError:
                 time.sleep(0.05)
+        self.proc.kill()  # not left running behind a test that fails here
+        self.proc.wait()
         raise RuntimeError(f"wshub did not become healthy:\n{self.log()}")
 
     def restart(self) -> ServerProcess:

@@ -19,48 +19,16 @@ import asyncio
 import json
 import statistics
 import time
-from collections.abc import Callable
 
 from wshub import Hub, Settings
-
-
-class _CountingPath:
-    """A fast path whose transport takes everything at once and only counts it."""
-
-    def __init__(self) -> None:
-        self.bytes = 0
-
-    def write(self, data: bytes) -> None:
-        self.bytes += len(data)
-
-    def writable(self) -> bool:
-        return True
-
-    def on_writable(self, callback: Callable[[], None] | None) -> None:
-        pass
-
-    def on_ping(self, allow: Callable[[], bool] | None) -> None:
-        pass
-
-
-class _CountingSocket:
-    def __init__(self) -> None:
-        self.fast = _CountingPath()
-
-    async def send_text(self, text: str) -> None:
-        raise AssertionError("the fast path writes every frame")
-
-    async def close(self, code: int, reason: str) -> None:
-        pass
-
-    def drop(self, code: int, reason: str) -> None:
-        pass
+from wshub.core.null_socket import CountingPath, NullSocket
 
 
 async def measure(receivers: int, publications: int, rounds: int) -> list[float]:
     hub = Hub("memory://", Settings(queue_size=10_000))
     await hub.start()
-    sockets = [_CountingSocket() for _ in range(receivers)]
+    paths = [CountingPath() for _ in range(receivers)]
+    sockets = [NullSocket(path) for path in paths]
     for socket in sockets:
         conn = hub.connect("bench", socket)
         join = json.dumps({"type": "join", "channel": "c", "id": 1})
@@ -68,14 +36,14 @@ async def measure(receivers: int, publications: int, rounds: int) -> list[float]
     await asyncio.sleep(0.05)
     per_delivery = []
     for _ in range(rounds):
-        before = sum(s.fast.bytes for s in sockets)
+        before = sum(p.bytes for p in paths)
         started = time.process_time()
         for n in range(publications):
             await hub.publish("c", {"n": n})
             await asyncio.sleep(0)  # the end of the tick: the flush
         await asyncio.sleep(0)
         spent = time.process_time() - started
-        assert sum(s.fast.bytes for s in sockets) > before, "nothing was delivered"
+        assert sum(p.bytes for p in paths) > before, "nothing was delivered"
         per_delivery.append(spent / (publications * receivers) * 1e9)
     await hub.stop()
     return per_delivery

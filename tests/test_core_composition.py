@@ -4,7 +4,6 @@ write through ASGI), and what ``wshub.Hub`` composes: one node id, the writer fo
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 
 from tests.test_hub import FakeSocket, settle
 from wshub import Hub, Settings
@@ -14,6 +13,7 @@ from wshub.core.admission import Refused
 from wshub.core.connection import AsgiConnection
 from wshub.core.hub import HubCore
 from wshub.core.metrics import NoMetrics
+from wshub.core.null_socket import CountingPath, NullSocket
 from wshub.transport.direct import DirectConnection, Writers
 from wshub.transport.handshake import refusal_for
 
@@ -59,44 +59,19 @@ async def test_the_hub_and_its_redis_broker_name_the_node_alike() -> None:
     assert Hub(broker).node == broker.node
 
 
-class _FastPath:
-    """A transport that takes every write: enough for the writer to be chosen and write."""
-
-    def __init__(self) -> None:
-        self.written = bytearray()
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-
-    def writable(self) -> bool:
-        return True
-
-    def on_writable(self, callback: Callable[[], None] | None) -> None:
-        pass
-
-    def on_ping(self, allow: Callable[[], bool] | None) -> None:
-        pass
-
-
-class _FastSocket(FakeSocket):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fast = _FastPath()  # type: ignore[assignment]
-
-
 async def test_writers_take_the_fast_path_where_the_link_offers_it_and_it_is_on() -> None:
     def overflow(_: object) -> None:
         raise AssertionError("no overflow expected")
 
     on, off = Writers(enabled=True), Writers(enabled=False)
-    fast = on("s1", "ann", _FastSocket(), 8, overflow)
+    fast = on("s1", "ann", NullSocket(CountingPath()), 8, overflow)
     assert isinstance(fast, DirectConnection)
     assert isinstance(on("s2", "ann", FakeSocket(), 8, overflow), AsgiConnection)
-    assert isinstance(off("s3", "ann", _FastSocket(), 8, overflow), AsgiConnection)
-    link = _FastSocket()
-    conn = on("s4", "ann", link, 8, overflow)
+    assert isinstance(off("s3", "ann", NullSocket(CountingPath()), 8, overflow), AsgiConnection)
+    path = CountingPath()
+    conn = on("s4", "ann", NullSocket(path), 8, overflow)
     conn.start()
     conn.push("hello")
     await settle()
-    assert bytes(link.fast.written).endswith(b"hello")  # type: ignore[attr-defined]
+    assert path.last.endswith(b"hello")
     await conn.stop()

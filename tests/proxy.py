@@ -36,6 +36,7 @@ class TcpProxy:
         self.port = 0
         self.frozen = False
         self.holing = False
+        self.closed = False
         self.latency = 0.0
         self.deafen_on: bytes | None = None
         self.deafened = 0
@@ -64,7 +65,9 @@ class TcpProxy:
         task.add_done_callback(self._tasks.discard)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.frozen:
+        # A link accepted just before close() is handed to us after it: close it too, or
+        # nothing would (its socket would be left for the garbage collector to warn about).
+        if self.frozen or self.closed:
             writer.transport.abort()
             return
         link = _Link(writer)
@@ -76,6 +79,9 @@ class TcpProxy:
         try:
             up_reader, link.upstream = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
+            self._abort(link)
+            return
+        if self.closed:  # closed while this link dialled the target
             self._abort(link)
             return
         self._run(self._pipe(reader, link.upstream, link, from_client=True))
@@ -173,6 +179,7 @@ class TcpProxy:
         self.cut()
 
     async def close(self) -> None:
+        self.closed = True
         self.cut()
         if self._server is not None:
             self._server.close()
@@ -181,3 +188,4 @@ class TcpProxy:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self.cut()  # links whose handler ran while the server closed

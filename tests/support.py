@@ -268,17 +268,25 @@ def serve_refused(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 @contextlib.asynccontextmanager
-async def serve_in_process(app: Any) -> AsyncIterator[str]:
-    """Serve an ASGI app with stock uvicorn in this event loop; yields ``host:port``."""
+async def uvicorn_in_process(app: Any, **options: Any) -> AsyncIterator[Any]:
+    """Serve an ASGI app with uvicorn in this event loop, on a free port, with ``options``
+    for its ``Config`` (``ws=WshubTransport``, ...); yields the started ``uvicorn.Server``."""
     import uvicorn
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", lifespan="on"))
+    options = {"log_level": "warning", **options}
+    server = uvicorn.Server(uvicorn.Config(app, port=free_port(), **options))
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.02)
     try:
-        yield f"127.0.0.1:{port}"
+        yield server
     finally:
         server.should_exit = True
         await task
+
+
+@contextlib.asynccontextmanager
+async def serve_in_process(app: Any) -> AsyncIterator[str]:
+    """Serve an ASGI app with stock uvicorn in this event loop; yields ``host:port``."""
+    async with uvicorn_in_process(app, lifespan="on") as server:
+        yield f"127.0.0.1:{server.config.port}"

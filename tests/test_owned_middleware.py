@@ -5,16 +5,14 @@ standard protocol ``/ws`` does too. A real uvicorn in this process, clients from
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import uvicorn
 import websockets
 from fastapi import FastAPI, WebSocket
 
-from tests.support import connect, free_port
+from tests.support import connect, uvicorn_in_process
 from wshub import Hub
 from wshub.transport.owned import WshubTransport
 
@@ -45,17 +43,8 @@ async def served(request: pytest.FixtureRequest) -> AsyncIterator[tuple[int, lis
         await ws.accept()
         await ws.send_text(await ws.receive_text())
 
-    port = free_port()
-    config = uvicorn.Config(app, port=port, ws=request.param, log_level="warning")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    try:
-        yield port, paths
-    finally:
-        server.should_exit = True
-        await task
+    async with uvicorn_in_process(app, ws=request.param) as server:
+        yield server.config.port, paths
 
 
 async def hub_then_echo(port: int) -> None:

@@ -29,7 +29,7 @@ from websockets.uri import parse_uri
 
 from tests.channel_app import build, current_user
 from tests.conftest import ServerFactory
-from tests.support import ServerProcess, connect, free_port, http_get
+from tests.support import ServerProcess, connect, http_get, uvicorn_in_process
 from wshub import Hub
 from wshub.transport.owned import WshubTransport
 
@@ -181,17 +181,8 @@ async def library_app() -> AsyncIterator[tuple[int, uvicorn.Server]]:
         while True:
             await ws.send_text(await ws.receive_text())
 
-    port = free_port()
-    config = uvicorn.Config(app, port=port, ws=WshubTransport, log_level="warning")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    try:
-        yield port, server
-    finally:
-        server.should_exit = True
-        await task
+    async with uvicorn_in_process(app, ws=WshubTransport) as server:
+        yield server.config.port, server
 
 
 async def test_a_library_apps_own_route_is_served_by_uvicorns_protocol(
@@ -221,19 +212,13 @@ async def test_channel_checks_read_the_handshake_and_the_apps_overrides() -> Non
         return "alice"
 
     app.dependency_overrides[current_user] = everyone_is_alice
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, port=port, ws=WshubTransport, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    try:
-        async with connect(f"ws://127.0.0.1:{port}") as anyone:
-            assert (await anyone.join("orders:42"))["type"] == "joined"
-            ours = [c for c in server.server_state.connections if isinstance(c, WshubTransport)]
-            assert len(ours) == 1  # served by wshub's own transport, not through ASGI
-    finally:
-        server.should_exit = True
-        await task
+    async with (
+        uvicorn_in_process(app, ws=WshubTransport) as server,
+        connect(f"ws://127.0.0.1:{server.config.port}") as anyone,
+    ):
+        assert (await anyone.join("orders:42"))["type"] == "joined"
+        ours = [c for c in server.server_state.connections if isinstance(c, WshubTransport)]
+        assert len(ours) == 1  # served by wshub's own transport, not through ASGI
 
 
 # --- frames --------------------------------------------------------------------------------

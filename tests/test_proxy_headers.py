@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 import websockets
 from fastapi import FastAPI, WebSocket
 from websockets.exceptions import InvalidStatus
 
 from tests.conftest import ServerFactory
 from tests.sse_support import sse
-from tests.support import ServerProcess, connect, free_port
+from tests.support import ServerProcess, connect, free_port, uvicorn_in_process
 from tests.test_deploy import documented_config, nginx, render
 from wshub import Hub
 from wshub.transport.owned import WshubTransport
@@ -112,19 +111,10 @@ async def library() -> AsyncIterator[tuple[int, dict[str, tuple[str, str]]]]:
 
     app = FastAPI()
     app.include_router(hub.router)
-    port = free_port()
-    config = uvicorn.Config(
-        app, port=port, ws=WshubTransport, forwarded_allow_ips="127.0.0.1", log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    try:
-        yield port, seen
-    finally:
-        server.should_exit = True
-        await task
+    async with uvicorn_in_process(
+        app, ws=WshubTransport, forwarded_allow_ips="127.0.0.1"
+    ) as server:
+        yield server.config.port, seen
 
 
 async def join_through(port: int, room: str, headers: dict[str, str]) -> None:
